@@ -1,0 +1,34 @@
+"""edcrm: lead imports, call recordings and an Oban-like job system for an education CRM."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+from flask import Flask
+
+from .config import PROJECT_ROOT, from_env
+
+
+def create_app(config: Mapping | None = None) -> Flask:
+    """Build the app from the environment; `config` overrides (tests). Nothing connects here."""
+    instance_path = Path(os.environ.get("EDCRM_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    instance_path.mkdir(parents=True, exist_ok=True)
+    app = Flask(__name__, instance_path=str(instance_path))
+    app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
+
+    from . import auth, cli, jobs, routes
+    from .extensions import csrf, db, migrate
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
+    csrf.init_app(app)
+    auth.init_app(app)
+    routes.init_app(app)
+    cli.init_app(app)
+    jobs.init_app(app)
+
+    from . import actors  # noqa: F401  (declares the actors on the broker, so the app can send them)
+
+    return app

@@ -1,0 +1,34 @@
+"""Housekeeping actors: the periodic pruner, and a ping that checks the job pipeline end to end."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import current_app
+from periodiq import cron
+
+from ..jobs import actor, ledger
+
+log = logging.getLogger(__name__)
+
+
+@actor(queue_name="default", periodic=cron("17 * * * *"), time_limit=30 * 60 * 1000)
+def prune_jobs() -> None:
+    """Delete finished ledger rows past their retention (hourly, from the scheduler)."""
+    deleted = ledger.prune(
+        retention_days=current_app.config["JOB_RETENTION_DAYS"],
+        failed_retention_days=current_app.config["FAILED_JOB_RETENTION_DAYS"],
+    )
+    log.info("pruned %d finished job(s)", deleted)
+
+
+class PingFailure(RuntimeError):
+    """Raised on purpose by ping(fail=True)."""
+
+
+@actor(queue_name="default", time_limit=60 * 1000)
+def ping(fail: bool = False) -> None:
+    """Do nothing, or fail on purpose: `flask edcrm jobs ping [--fail]` lets an operator see a job go
+    through the workers to `succeeded`, or through its retries to `failed`, on a live deployment."""
+    if fail:
+        raise PingFailure("ping asked to fail")

@@ -1,0 +1,1 @@
+"""`flask edcrm seed-demo | create-user | create-token`."""

@@ -1,0 +1,90 @@
+"""Configuration from the environment (twelve-factor), with the embedded defaults.
+
+Every variable of the contract is read here and nowhere else, so the web process, the workers,
+the scheduler and the CLI agree on what they run against.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+
+#: The repository root: the embedded mode keeps its database under instance/ and files under storage/.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+MIB = 1024 * 1024
+
+#: Queues and their worker concurrency (threads), as the Procfile and the embedded mode run them.
+QUEUES: dict[str, int] = {"default": 10, "csv_import": 5, "recordings": 3}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed."""
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, *, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def database_url(raw: str | None, instance_path: Path) -> str:
+    """The SQLAlchemy URL: PostgreSQL URLs are pinned to psycopg 3; unset means SQLite under instance/."""
+    if not raw:
+        return f"sqlite:///{instance_path / 'edcrm.sqlite3'}"
+    for prefix in ("postgres://", "postgresql://"):
+        if raw.startswith(prefix):
+            return "postgresql+psycopg://" + raw[len(prefix) :]
+    return raw
+
+
+def secret_key(instance_path: Path) -> str:
+    """A key generated once and kept in instance/, so sessions survive restarts."""
+    path = instance_path / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    instance_path.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_hex(32)
+    # O_EXCL: two processes starting together must end up with one key, not two.
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as f:
+        f.write(key)
+    return key
+
+
+def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | None = None) -> dict:
+    """The app's configuration for this environment, with overrides (tests) applied on top."""
+    overrides = overrides or {}
+    min_backoff = env_int(env, "JOB_MIN_BACKOFF_MS", 15_000, minimum=1)
+    max_backoff = env_int(env, "JOB_MAX_BACKOFF_MS", 600_000, minimum=1)
+    if max_backoff < min_backoff:
+        raise ConfigError("JOB_MAX_BACKOFF_MS must not be below JOB_MIN_BACKOFF_MS")
+    return {
+        "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
+        "REDIS_URL": env.get("REDIS_URL") or None,
+        "STORAGE_URL": env.get("STORAGE_URL") or (PROJECT_ROOT / "storage").as_uri(),
+        "S3_ENDPOINT_URL": env.get("S3_ENDPOINT_URL") or None,
+        "SECRET_KEY": overrides.get("SECRET_KEY") or env.get("SECRET_KEY") or secret_key(instance_path),
+        "MAX_CSV_BYTES": env_int(env, "MAX_CSV_BYTES", 50 * MIB, minimum=1),
+        "MAX_RECORDING_BYTES": env_int(env, "MAX_RECORDING_BYTES", 500 * MIB, minimum=1),
+        "MAX_CHUNK_BYTES": env_int(env, "MAX_CHUNK_BYTES", 16 * MIB, minimum=1),
+        "JOB_MIN_BACKOFF_MS": min_backoff,
+        "JOB_MAX_BACKOFF_MS": max_backoff,
+        "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
+        "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
+        "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "WTF_CSRF_TIME_LIMIT": None,
+    } | dict(overrides)

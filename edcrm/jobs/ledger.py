@@ -1,0 +1,331 @@
+"""The job ledger: every state change of a job, and what operators may do to one.
+
+The ledger middleware writes through the `record_*` and `claim` functions, each a short transaction of
+its own on the engine (never the caller's session, so an actor's rollback cannot undo its ledger row).
+Every write is conditional on the state it expects and on the message's token, so a late or duplicate
+write never moves a job backwards:
+
+    enqueued ──claim──▶ running ──▶ succeeded
+        ▲                  │ ├────▶ failed      (retries exhausted)
+        │                  │ └────▶ cancelled   (Unrecoverable)
+        │    retrying ◀────┘ (the retry is enqueued: before it can be claimed)
+        │       │
+        └───────┴── cancel (operator) ──▶ cancelled ── retry (operator) ──▶ enqueued (new token)
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import dramatiq
+import sqlalchemy as sa
+from dramatiq.common import current_millis, q_name
+from sqlalchemy.engine import Engine
+
+from ..extensions import db
+from ..models.job import CANCELLABLE, PENDING, RETRYABLE, RUNNABLE, Job, JobError, JobState
+from ..models.types import utcnow
+
+log = logging.getLogger(__name__)
+
+#: Message options that describe one delivery, not the job: never stored, never re-sent.
+_VOLATILE_OPTIONS = {"eta", "redis_message_id", "retries", "traceback", "requeue_timestamp", "ledger_token"}
+TOKEN = "ledger_token"
+_jobs = Job.__table__
+_errors = JobError.__table__
+
+
+class JobNotFound(LookupError):
+    pass
+
+
+class JobStateConflict(Exception):
+    """The job is not in a state that allows the operation (e.g. cancelling a running job)."""
+
+    def __init__(self, job: Job, operation: str, allowed: Iterable[JobState]):
+        self.job = job
+        names = ", ".join(state.value for state in allowed)
+        super().__init__(f"cannot {operation} a {job.state.value} job (only {names})")
+
+
+def new_token() -> str:
+    return uuid.uuid4().hex
+
+
+def _insert(engine: Engine):
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(_jobs)
+
+
+def _after(delay_ms: int | None) -> datetime | None:
+    return utcnow() + timedelta(milliseconds=delay_ms) if delay_ms else None
+
+
+# -- written by the middleware ------------------------------------------------------------------------
+
+
+def record_enqueued(
+    engine: Engine, message: dramatiq.Message, *, max_retries: int, delay_ms: int | None
+) -> None:
+    """A first send: the row exists, `enqueued`, before the message can reach any worker."""
+    now = utcnow()
+    stmt = (
+        _insert(engine)
+        .values(
+            id=message.message_id,
+            actor=message.actor_name,
+            queue=q_name(message.queue_name),
+            args=list(message.args),
+            kwargs=dict(message.kwargs),
+            options={k: v for k, v in message.options.items() if k not in _VOLATILE_OPTIONS},
+            state=JobState.ENQUEUED.value,
+            token=message.options.get(TOKEN),
+            attempts=0,
+            retries=0,
+            max_retries=max_retries,
+            enqueued_at=now,
+            scheduled_at=_after(delay_ms),
+        )
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def record_retry_scheduled(
+    engine: Engine, message: dramatiq.Message, *, attempt: int, delay_ms: int | None
+) -> None:
+    """Retries is re-enqueuing the failed attempt: `retrying`, written before the retry can be claimed."""
+    stmt = (
+        _jobs.update()
+        .where(
+            _jobs.c.id == message.message_id,
+            _jobs.c.token == message.options.get(TOKEN),
+            _jobs.c.state == JobState.RUNNING.value,
+            _jobs.c.attempts == attempt,
+        )
+        .values(
+            state=JobState.RETRYING.value,
+            retries=message.options.get("retries", 0),
+            scheduled_at=_after(delay_ms),
+        )
+    )
+    with engine.begin() as conn:
+        conn.execute(stmt)
+
+
+def claim(engine: Engine, message: dramatiq.Message, *, max_retries: int) -> int | None:
+    """Start an attempt: the attempt's number, or None when the message must be skipped.
+
+    Skipped: the job was cancelled, is already finished (a duplicate delivery), or was re-sent by hand
+    since this message was (its token is stale). A `running` job is claimed again: that is a
+    redelivery after its worker died.
+    """
+    token = message.options.get(TOKEN)
+    now = utcnow()
+    stmt = (
+        _jobs.update()
+        .where(
+            _jobs.c.id == message.message_id,
+            _jobs.c.token == token if token is not None else _jobs.c.token.is_(None),
+            _jobs.c.state.in_([state.value for state in RUNNABLE]),
+        )
+        .values(
+            state=JobState.RUNNING.value,
+            attempts=_jobs.c.attempts + 1,
+            retries=message.options.get("retries", 0),
+            started_at=now,
+            scheduled_at=None,
+        )
+        .returning(_jobs.c.attempts)
+    )
+    with engine.begin() as conn:
+        attempt = conn.execute(stmt).scalar_one_or_none()
+        known = (
+            attempt is not None
+            or conn.execute(sa.select(_jobs.c.id).where(_jobs.c.id == message.message_id)).first()
+        )
+    if known:
+        return attempt
+    # No row: a message from a producer without the ledger. Record it, then claim it like any other.
+    record_enqueued(engine, message, max_retries=max_retries, delay_ms=None)
+    with engine.begin() as conn:
+        return conn.execute(stmt).scalar_one_or_none()
+
+
+def record_finished(
+    engine: Engine,
+    message: dramatiq.Message,
+    *,
+    attempt: int,
+    state: JobState,
+    exception: BaseException | None = None,
+    error: str | None = None,
+) -> None:
+    """The attempt ended: its error (if any) is appended; a final state is set if the attempt still owns
+    the job (a redelivered copy that started meanwhile does not lose its `running`)."""
+    with engine.begin() as conn:
+        if exception is not None or error is not None:
+            conn.execute(
+                _errors.insert().values(
+                    job_id=message.message_id,
+                    attempt=attempt,
+                    at=utcnow(),
+                    error=error or f"{type(exception).__name__}: {exception}",
+                    traceback="".join(traceback.format_exception(exception))
+                    if exception is not None
+                    else None,
+                )
+            )
+        if state is JobState.RETRYING:
+            return  # already written by record_retry_scheduled, before the retry was enqueued
+        conn.execute(
+            _jobs.update()
+            .where(
+                _jobs.c.id == message.message_id,
+                _jobs.c.token == message.options.get(TOKEN),
+                _jobs.c.state == JobState.RUNNING.value,
+                _jobs.c.attempts == attempt,
+            )
+            .values(state=state.value, finished_at=utcnow())
+        )
+
+
+# -- used by operators: pages, API, CLI (inside an app context) -----------------------------------------
+
+
+def get(job_id: str) -> Job:
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise JobNotFound(job_id)
+    return job
+
+
+def cancel(job_id: str) -> Job:
+    """Cancel an enqueued or retrying job; its message is skipped when it comes up."""
+    job = get(job_id)
+    result = db.session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.state.in_(CANCELLABLE))
+        .values(state=JobState.CANCELLED, finished_at=utcnow(), scheduled_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(job)
+    if result.rowcount != 1:
+        raise JobStateConflict(job, "cancel", CANCELLABLE)
+    return job
+
+
+def retry(job_id: str, broker: dramatiq.Broker | None = None) -> Job:
+    """Send a failed or cancelled job again, with the same id and arguments and a fresh retry budget.
+
+    A new token makes any older message of the job (a cancelled one still waiting in the broker)
+    skip itself, so the job runs once.
+    """
+    job = get(job_id)
+    previous, token = job.state, new_token()
+    result = db.session.execute(
+        sa.update(Job)
+        .where(Job.id == job_id, Job.state.in_(RETRYABLE))
+        .values(state=JobState.ENQUEUED, token=token, retries=0, enqueued_at=utcnow(), finished_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(job)
+    if result.rowcount != 1:
+        raise JobStateConflict(job, "retry", RETRYABLE)
+    try:
+        _send(job, broker)
+    except Exception:
+        # The broker is down: put the job back as it was, so that it can be retried later.
+        db.session.execute(
+            sa.update(Job)
+            .where(Job.id == job_id, Job.token == token)
+            .values(state=previous, finished_at=utcnow())
+        )
+        db.session.commit()
+        raise
+    return job
+
+
+def resend_pending(broker: dramatiq.Broker | None = None) -> list[str]:
+    """Send again every job a stopped process left enqueued, running or retrying.
+
+    For the in-memory broker of the embedded mode only, whose messages die with the process; the
+    tokens are kept, so each job still runs once.
+    """
+    jobs = db.session.execute(
+        sa.select(Job).where(Job.state.in_(PENDING)).order_by(Job.enqueued_at)
+    ).scalars()
+    sent = []
+    for job in jobs:
+        _send(job, broker)
+        sent.append(job.id)
+    if sent:
+        log.info("re-sent %d pending job(s) left by the previous run", len(sent))
+    return sent
+
+
+def _send(job: Job, broker: dramatiq.Broker | None) -> None:
+    from .broker import get_broker
+
+    delay = None
+    if job.state is JobState.RETRYING and job.scheduled_at is not None:
+        delay = max(0, int((job.scheduled_at - utcnow()).total_seconds() * 1000)) or None
+    message = dramatiq.Message(
+        queue_name=job.queue,
+        actor_name=job.actor,
+        args=tuple(job.args),
+        kwargs=dict(job.kwargs),
+        options={**job.options, TOKEN: job.token, "retries": job.retries},
+        message_id=job.id,
+        message_timestamp=current_millis(),
+    )
+    (broker or get_broker()).enqueue(message, delay=delay)
+
+
+def prune(*, retention_days: int, failed_retention_days: int, batch_size: int = 1000) -> int:
+    """Delete finished jobs past their retention, in bounded batches; returns how many went.
+
+    Succeeded and cancelled jobs are kept retention_days, failed ones failed_retention_days, so that
+    failures stay inspectable long after they happened.
+    """
+    now = utcnow()
+    rules = [
+        ((JobState.SUCCEEDED, JobState.CANCELLED), now - timedelta(days=retention_days)),
+        ((JobState.FAILED,), now - timedelta(days=failed_retention_days)),
+    ]
+    deleted = 0
+    for states, cutoff in rules:
+        while True:
+            ids = (
+                db.session.execute(
+                    sa.select(Job.id).where(Job.state.in_(states), Job.finished_at < cutoff).limit(batch_size)
+                )
+                .scalars()
+                .all()
+            )
+            if not ids:
+                break
+            db.session.execute(sa.delete(JobError).where(JobError.job_id.in_(ids)))
+            db.session.execute(sa.delete(Job).where(Job.id.in_(ids)))
+            db.session.commit()
+            deleted += len(ids)
+            if len(ids) < batch_size:
+                break
+    return deleted
+
+
+def counts(*filters) -> dict[str, int]:
+    """Jobs per state (every state present, zeros included) under the given filters."""
+    rows = db.session.execute(sa.select(Job.state, sa.func.count()).where(*filters).group_by(Job.state))
+    found = {state.value: n for state, n in rows}
+    return {state.value: found.get(state.value, 0) for state in JobState}

@@ -1,0 +1,24 @@
+"""The models, one module per aggregate. Importing this package registers them all with the metadata."""
+
+from .branch import Branch
+from .call_log import CallLog, CallOutcome
+from .job import Job, JobError, JobState
+from .lead import Lead, LeadStatus
+from .lead_import import ImportStatus, LeadImport
+from .user import ApiToken, Role, User
+
+__all__ = [
+    "ApiToken",
+    "Branch",
+    "CallLog",
+    "CallOutcome",
+    "ImportStatus",
+    "Job",
+    "JobError",
+    "JobState",
+    "Lead",
+    "LeadImport",
+    "LeadStatus",
+    "Role",
+    "User",
+]

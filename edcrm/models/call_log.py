@@ -1,0 +1,45 @@
+"""A telecaller's call to a lead."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from ..extensions import db
+from .lead import Lead
+from .types import UTCDateTime, isoformat, str_enum, utcnow
+
+
+class CallOutcome(enum.StrEnum):
+    CONNECTED = "connected"
+    NO_ANSWER = "no_answer"
+    BUSY = "busy"
+    INVALID_NUMBER = "invalid_number"
+
+
+class CallLog(db.Model):
+    __tablename__ = "call_logs"
+    __table_args__ = (sa.CheckConstraint("duration_seconds >= 0", name="duration_not_negative"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    lead_id: Mapped[int] = mapped_column(sa.ForeignKey("leads.id", ondelete="CASCADE"), index=True)
+    telecaller_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
+    outcome: Mapped[CallOutcome] = mapped_column(str_enum(CallOutcome, "call_outcome"))
+    duration_seconds: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    lead: Mapped[Lead] = relationship()
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "lead_id": self.lead_id,
+            "telecaller_id": self.telecaller_id,
+            "outcome": self.outcome.value,
+            "duration_seconds": self.duration_seconds,
+            "created_at": isoformat(self.created_at),
+            "recording": None,  # Recordings arrive with the recordings feature.
+        }

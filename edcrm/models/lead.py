@@ -1,0 +1,63 @@
+"""Leads: prospective students, assigned to a telecaller of their branch."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from ..extensions import db
+from .types import UTCDateTime, str_enum, utcnow
+
+
+class LeadStatus(enum.StrEnum):
+    NEW = "new"
+    CONTACTED = "contacted"
+    INTERESTED = "interested"
+    NOT_INTERESTED = "not_interested"
+    ENROLLED = "enrolled"
+    LOST = "lost"
+
+
+class Lead(db.Model):
+    __tablename__ = "leads"
+    __table_args__ = (
+        # A phone is one lead per branch: the import pipeline counts a second one as a duplicate.
+        sa.UniqueConstraint("branch_id", "phone_number"),
+        # Exactly once: a retried or redelivered import cannot insert the same source row twice.
+        sa.UniqueConstraint("import_id", "source_row"),
+        sa.Index("ix_leads_telecaller_id_id", "telecaller_id", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    branch_id: Mapped[int] = mapped_column(sa.ForeignKey("branches.id"), index=True)
+    telecaller_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
+    import_id: Mapped[int | None] = mapped_column(sa.ForeignKey("lead_imports.id", ondelete="SET NULL"))
+    source_row: Mapped[int | None]
+    student_name: Mapped[str] = mapped_column(sa.String(200))
+    phone_number: Mapped[str] = mapped_column(sa.String(20))  # E.164
+    email: Mapped[str | None] = mapped_column(sa.String(254))
+    alternate_phone: Mapped[str | None] = mapped_column(sa.String(20))
+    course: Mapped[str | None] = mapped_column(sa.String(200))
+    university: Mapped[str | None] = mapped_column(sa.String(200))
+    city: Mapped[str | None] = mapped_column(sa.String(120))
+    source: Mapped[str | None] = mapped_column(sa.String(120))
+    status: Mapped[LeadStatus] = mapped_column(
+        str_enum(LeadStatus, "lead_status"), default=LeadStatus.NEW, server_default=LeadStatus.NEW.value
+    )
+    assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    def to_dict(self) -> dict:
+        return {
+            "id": self.id,
+            "student_name": self.student_name,
+            "phone_number": self.phone_number,
+            "email": self.email,
+            "city": self.city,
+            "status": self.status.value,
+            "telecaller_id": self.telecaller_id,
+            "import_id": self.import_id,
+        }

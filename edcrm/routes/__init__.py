@@ -1,0 +1,12 @@
+"""Blueprints: thin handlers that parse, authorise, call domain code and answer."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from . import errors, health
+
+
+def init_app(app: Flask) -> None:
+    errors.init_app(app)
+    app.register_blueprint(health.bp)
