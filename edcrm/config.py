@@ -87,4 +87,8 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        # Behind HTTPS in production: SESSION_COOKIE_SECURE=true keeps the cookies off plain HTTP.
+        "SESSION_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "").lower() == "true",
+        "REMEMBER_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "").lower() == "true",
     } | dict(overrides)

@@ -13,6 +13,7 @@ for _name in ("REDIS_URL", "DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "SE
 os.environ["JOB_MIN_BACKOFF_MS"] = "10"
 os.environ["JOB_MAX_BACKOFF_MS"] = "40"
 
+import queue  # noqa: E402
 import uuid  # noqa: E402
 
 import dramatiq  # noqa: E402
@@ -22,6 +23,7 @@ import sqlalchemy as sa  # noqa: E402
 from edcrm import create_app  # noqa: E402
 from edcrm.extensions import db  # noqa: E402
 from edcrm.jobs.broker import get_broker  # noqa: E402
+from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import ApiToken, Branch, Role, User  # noqa: E402
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
@@ -67,12 +69,21 @@ def runner(app):
     return app.test_cli_runner()
 
 
+def _empty_queues(broker) -> None:
+    # New queues rather than flush_all(): a message a stopped worker took but never acked would keep
+    # its old queue's unfinished count above zero, and the next test's join() would wait forever.
+    for name in list(broker.queues):
+        broker.queues[name] = queue.Queue()
+    for dead_letters in broker.dead_letters_by_queue.values():
+        dead_letters.clear()
+
+
 @pytest.fixture
 def stub_broker(app):
     broker = get_broker()
-    broker.flush_all()
+    _empty_queues(broker)
     yield broker
-    broker.flush_all()
+    _empty_queues(broker)
 
 
 @pytest.fixture
@@ -80,7 +91,7 @@ def stub_worker(stub_broker):
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)
     worker.start()
     yield worker
-    worker.stop()
+    stop_worker(stub_broker, worker)
 
 
 # -- people ----------------------------------------------------------------------------------------------

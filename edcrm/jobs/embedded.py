@@ -47,7 +47,7 @@ class EmbeddedWorkers:
     def stop(self, timeout: int = 10_000) -> None:
         self._stop.set()
         for worker in self.workers:
-            worker.stop(timeout=timeout)
+            stop_worker(self.broker, worker, timeout=timeout)
         self.workers.clear()
         if self._scheduler is not None:
             self._scheduler.join(timeout / 1000)
@@ -65,6 +65,13 @@ class EmbeddedWorkers:
             for actor in actors:
                 if actor.options["periodic"].validate(due):
                     actor.send_with_options(scheduled_at=str(due))
+
+
+def stop_worker(broker: dramatiq.Broker, worker: dramatiq.Worker, timeout: int = 10_000) -> None:
+    """Stop worker and detach it from broker: Worker.stop() leaves its middleware behind, which would
+    start consumers for a dead worker whenever a queue is declared later."""
+    worker.stop(timeout=timeout)
+    broker.middleware[:] = [m for m in broker.middleware if getattr(m, "worker", None) is not worker]
 
 
 def start(app: Flask) -> EmbeddedWorkers:

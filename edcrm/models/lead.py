@@ -28,11 +28,13 @@ class Lead(db.Model):
         sa.UniqueConstraint("branch_id", "phone_number"),
         # Exactly once: a retried or redelivered import cannot insert the same source row twice.
         sa.UniqueConstraint("import_id", "source_row"),
+        # The API pages leads by id within a telecaller's or a branch's leads.
         sa.Index("ix_leads_telecaller_id_id", "telecaller_id", "id"),
+        sa.Index("ix_leads_branch_id_id", "branch_id", "id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    branch_id: Mapped[int] = mapped_column(sa.ForeignKey("branches.id"), index=True)
+    branch_id: Mapped[int] = mapped_column(sa.ForeignKey("branches.id"))
     telecaller_id: Mapped[int | None] = mapped_column(sa.ForeignKey("users.id"))
     import_id: Mapped[int | None] = mapped_column(sa.ForeignKey("lead_imports.id", ondelete="SET NULL"))
     source_row: Mapped[int | None]

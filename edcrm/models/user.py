@@ -9,7 +9,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 from flask_login import UserMixin
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, contains_eager, mapped_column, relationship
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..extensions import db
@@ -92,13 +92,15 @@ class ApiToken(db.Model):
         return plaintext
 
     @classmethod
-    def authenticate(cls, plaintext: str) -> User | None:
-        """The active user behind an unrevoked token, or None."""
-        stmt = sa.select(cls).filter_by(token_hash=_digest(plaintext), revoked_at=None)
-        token = db.session.execute(stmt).scalar_one_or_none()
-        if token is None or not token.user.active:
-            return None
-        return token.user
+    def find_active(cls, plaintext: str) -> ApiToken | None:
+        """The unrevoked token of an active user, with its user loaded, or None."""
+        stmt = (
+            sa.select(cls)
+            .join(cls.user)
+            .options(contains_eager(cls.user))
+            .where(cls.token_hash == _digest(plaintext), cls.revoked_at.is_(None), User.active.is_(True))
+        )
+        return db.session.execute(stmt).scalar_one_or_none()
 
     def revoke(self) -> None:
         self.revoked_at = utcnow()

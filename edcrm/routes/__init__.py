@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import errors, health
+from . import api, errors, health, web
 
 
 def init_app(app: Flask) -> None:
     errors.init_app(app)
     app.register_blueprint(health.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(web.bp)

@@ -1,8 +1,8 @@
 """initial schema
 
-Revision ID: 3fe246597054
+Revision ID: 0001
 Revises: 
-Create Date: 2026-11-28 15:29:09.242851
+Create Date: 2026-11-28 15:47:59.431945
 
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 
 # revision identifiers, used by Alembic.
-revision = '3fe246597054'
+revision = '0001'
 down_revision = None
 branch_labels = None
 depends_on = None
@@ -145,7 +145,7 @@ def upgrade():
     sa.UniqueConstraint('import_id', 'source_row', name=op.f('uq_leads_import_id_source_row'))
     )
     with op.batch_alter_table('leads', schema=None) as batch_op:
-        batch_op.create_index(batch_op.f('ix_leads_branch_id'), ['branch_id'], unique=False)
+        batch_op.create_index('ix_leads_branch_id_id', ['branch_id', 'id'], unique=False)
         batch_op.create_index('ix_leads_telecaller_id_id', ['telecaller_id', 'id'], unique=False)
 
     op.create_table('call_logs',
@@ -176,7 +176,7 @@ def downgrade():
     op.drop_table('call_logs')
     with op.batch_alter_table('leads', schema=None) as batch_op:
         batch_op.drop_index('ix_leads_telecaller_id_id')
-        batch_op.drop_index(batch_op.f('ix_leads_branch_id'))
+        batch_op.drop_index('ix_leads_branch_id_id')
 
     op.drop_table('leads')
     with op.batch_alter_table('lead_imports', schema=None) as batch_op:
