@@ -232,13 +232,14 @@ def test_a_message_with_a_stale_token_is_skipped(app, stub_broker):
         assert ledger.claim(engine, message, max_retries=3) is None
 
 
-def test_a_message_sent_without_the_ledger_is_recorded_when_it_runs(app, stub_broker, stub_worker):
+def test_a_message_sent_without_the_ledger_is_recorded_when_it_runs(app, stub_broker):
     with app.app_context():
         message = ping.message()
         message.options[ledger.TOKEN] = "from-elsewhere"  # looks like a re-send: no row is written at enqueue
         stub_broker.enqueue(message)
         assert job(message.message_id) is None
-        run_all(stub_broker, stub_worker)
+        with worker_on(stub_broker) as worker:
+            run_all(stub_broker, worker)
         row = job(message.message_id)
         assert (row.state, row.attempts) == (JobState.SUCCEEDED, 1)
 
