@@ -124,6 +124,20 @@ def test_if_empty_does_nothing_once_anyone_exists(app, runner, branch):
     assert db.session.execute(db.select(db.func.count(User.id))).scalar_one() == 1
 
 
+def test_if_empty_reminds_of_the_demo_logins_without_revoking_their_tokens(app, runner):
+    with app.app_context():
+        first = json.loads(run(runner, "seed-demo", "--json").output)
+
+        result = run(runner, "seed-demo", "--if-empty")
+
+        assert result.exit_code == 0
+        assert "admin@demo.edcrm.test" in result.output and "demo-admin-password" in result.output
+        assert "telecaller3@demo.edcrm.test" in result.output
+        assert first["admin"]["token"] not in result.output
+        headers = {"Authorization": f"Bearer {first['admin']['token']}"}
+        assert app.test_client().get("/api/leads", headers=headers).status_code == 200
+
+
 def test_create_user_creates_the_branch_and_a_user_who_can_sign_in(app, runner, client):
     with app.app_context():
         result = run(

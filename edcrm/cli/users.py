@@ -53,7 +53,9 @@ def _demo_user(branch: Branch, role: Role, email: str, password: str) -> dict:
 
 @edcrm_cli.command("seed-demo")
 @click.option("--json", "as_json", is_flag=True, help="Print the logins as JSON.")
-@click.option("--if-empty", is_flag=True, help="Do nothing (and print nothing) when any user exists.")
+@click.option(
+    "--if-empty", is_flag=True, help="Create nothing when any user exists; only remind of the demo logins."
+)
 def seed_demo(as_json: bool, if_empty: bool):
     """Make (or refresh) a demo branch with one admin and three telecallers, and print their logins.
 
@@ -61,6 +63,7 @@ def seed_demo(as_json: bool, if_empty: bool):
     ones are revoked).
     """
     if if_empty and db.session.execute(sa.select(User.id).limit(1)).first() is not None:
+        _remind_demo_logins()
         return
     branch = Branch.get_or_create(DEMO_BRANCH)
     admin = _demo_user(branch, Role.ADMIN, *DEMO_ADMIN)
@@ -75,6 +78,21 @@ def seed_demo(as_json: bool, if_empty: bool):
     click.echo("API tokens (send as Authorization: Bearer TOKEN):")
     for login in [admin, *telecallers]:
         click.echo(f"  {login['email']:<30}  {login['token']}")
+
+
+def _remind_demo_logins() -> None:
+    """Print the demo logins that still work (no new tokens: the existing ones stay valid)."""
+    working = [
+        (user.role.value, email, password)
+        for email, password in [DEMO_ADMIN, *DEMO_TELECALLERS]
+        if (user := User.by_email(email)) is not None and user.active and user.check_password(password)
+    ]
+    if not working:
+        return
+    click.echo("Demo logins:")
+    for role, email, password in working:
+        click.echo(f"  {role:<10}  {email:<30}  password {password}")
+    click.echo("(`flask --app app edcrm seed-demo` prints them with fresh API tokens.)")
 
 
 @edcrm_cli.command("create-user")

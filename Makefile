@@ -1,0 +1,43 @@
+# edcrm: `make run` serves the app on the embedded defaults, `make test` runs every test.
+# Both start from nothing: they create the project's own virtualenv (.venv) and install into it.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+FLASK  := $(BIN)/flask --app app
+PORT   ?= 5000
+export PORT
+
+.PHONY: run test lint format bench-jobs clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+run: $(STAMP)
+	$(FLASK) db upgrade
+	$(FLASK) edcrm seed-demo --if-empty
+	@echo
+	@echo "edcrm is starting on http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
+	@echo
+	$(BIN)/gunicorn -c gunicorn.conf.py app:app
+
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-jobs: $(STAMP)
+	$(BIN)/python bench/jobs.py
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache tests/artifacts
