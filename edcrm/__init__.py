@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -9,6 +10,9 @@ from pathlib import Path
 from flask import Flask
 
 from .config import PROJECT_ROOT, from_env
+
+# Alembic announces each of its plugins at INFO when imported, in every process (workers too).
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(config: Mapping | None = None) -> Flask:

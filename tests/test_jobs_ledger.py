@@ -184,7 +184,9 @@ def test_retry_of_a_cancelled_job_whose_message_is_still_queued_runs_it_once(app
     with app.app_context():
         message = flaky.send("twice?", 0)
         ledger.cancel(message.message_id)
-        ledger.retry(message.message_id)  # the cancelled message is still in the queue, and a new one joins it
+        ledger.retry(
+            message.message_id
+        )  # the cancelled message is still in the queue, and a new one joins it
         with worker_on(stub_broker) as worker:
             run_all(stub_broker, worker)
         assert calls["twice?"] == 1
@@ -281,8 +283,13 @@ def test_prune_keeps_failures_longer_than_successes(app):
                 _finished_job("old-cancelled", JobState.CANCELLED, 8),
                 _finished_job("week-old-failure", JobState.FAILED, 8),
                 _finished_job("ancient-failure", JobState.FAILED, 31),
-                Job(id="waiting", actor="ping", queue="default", state=JobState.ENQUEUED,
-                    enqueued_at=utcnow() - timedelta(days=90)),
+                Job(
+                    id="waiting",
+                    actor="ping",
+                    queue="default",
+                    state=JobState.ENQUEUED,
+                    enqueued_at=utcnow() - timedelta(days=90),
+                ),
             ]
         )
         db.session.commit()
@@ -296,7 +303,10 @@ def test_the_pruner_actor_uses_the_configured_retention(app, stub_broker, stub_w
     app.config.update(JOB_RETENTION_DAYS=2, FAILED_JOB_RETENTION_DAYS=3)
     with app.app_context():
         db.session.add_all(
-            [_finished_job("3-days-ok", JobState.SUCCEEDED, 3), _finished_job("2-days-failed", JobState.FAILED, 2)]
+            [
+                _finished_job("3-days-ok", JobState.SUCCEEDED, 3),
+                _finished_job("2-days-failed", JobState.FAILED, 2),
+            ]
         )
         db.session.commit()
         message = prune_jobs.send()
