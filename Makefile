@@ -1,5 +1,6 @@
 # edcrm: `make run` serves the app on the embedded defaults, `make test` runs every test.
-# Both start from nothing: they create the project's own virtualenv (.venv) and install into it.
+# Both start from nothing: they create the project's own virtualenv (.venv) and install into it,
+# again only when pyproject.toml changes.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -21,6 +22,7 @@ run: $(STAMP)
 	$(FLASK) db upgrade
 	$(FLASK) edcrm seed-demo --if-empty
 	@echo
+	@echo "To see the demo logins again (passwords reset, new API tokens): $(FLASK) edcrm seed-demo"
 	@echo "edcrm is starting on http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
 	@echo
 	$(BIN)/gunicorn -c gunicorn.conf.py app:app
@@ -36,8 +38,9 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# `make bench-jobs BENCH_ARGS="--n 1000"`; needs PostgreSQL and Redis (see bench/jobs.py).
 bench-jobs: $(STAMP)
-	$(BIN)/python bench/jobs.py
+	$(BIN)/python bench/jobs.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache tests/artifacts

@@ -22,6 +22,7 @@ import sqlalchemy as sa  # noqa: E402
 
 from edcrm import create_app  # noqa: E402
 from edcrm.extensions import db  # noqa: E402
+from edcrm.jobs import ledger  # noqa: E402
 from edcrm.jobs.broker import get_broker  # noqa: E402
 from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import ApiToken, Branch, Role, User  # noqa: E402
@@ -57,6 +58,7 @@ def app(tmp_path, monkeypatch):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
+    ledger.dispose_engine(app)
 
 
 @pytest.fixture
@@ -158,6 +160,35 @@ def postgres_url():
         service_unavailable("PostgreSQL", str(exc.orig).strip().splitlines()[0])
     url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
     yield url.render_as_string(hide_password=False)
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin_engine.dispose()
+
+
+@pytest.fixture
+def pg_app(postgres_url, tmp_path, monkeypatch):
+    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
+    url = sa.engine.make_url(postgres_url)
+    name = f"{url.database}_api_{uuid.uuid4().hex[:6]}"
+    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "pg-instance"))
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
+            "STORAGE_URL": (tmp_path / "storage").as_uri(),
+        }
+    )
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    ledger.dispose_engine(app)
     with admin_engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin_engine.dispose()

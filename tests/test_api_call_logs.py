@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import itertools
-import uuid
 
 import pytest
-import sqlalchemy as sa
 from conftest import bearer, make_user
 
-from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.models import Branch, CallLog, CallOutcome, Lead, Role
 
@@ -199,34 +196,6 @@ def test_reading_a_call_log_needs_a_token(client, telecaller, lead):
 
 
 # -- on PostgreSQL ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_app(postgres_url, tmp_path, monkeypatch):
-    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    url = sa.engine.make_url(postgres_url)
-    name = f"{url.database}_api_{uuid.uuid4().hex[:6]}"
-    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "pg-instance"))
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-        }
-    )
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
 
 
 @pytest.mark.integration

@@ -9,6 +9,7 @@ from datetime import timedelta
 import dramatiq
 import pytest
 import sqlalchemy as sa
+from conftest import _empty_queues
 
 from edcrm.actors.maintenance import ping, prune_jobs
 from edcrm.extensions import db
@@ -321,3 +322,37 @@ def test_every_actor_retries_three_times_and_has_a_time_limit():
         assert declared.options["max_retries"] == 3, declared.actor_name
         assert declared.options["time_limit"] > 0, declared.actor_name
         assert Unrecoverable in declared.options["throws"], declared.actor_name
+
+
+@pytest.mark.integration
+def test_the_ledger_carries_on_after_postgresql_drops_its_connections(pg_app, caplog):
+    """The ledger engine skips the pool's pre-ping: a connection closed under it (a database restart,
+    an idle timeout) must cost one retry of the statement, never a job's ledger row."""
+    broker = get_broker()
+    _empty_queues(broker)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    try:
+        with pg_app.app_context():
+            first = flaky.send("before", 0)
+            run_all(broker, worker)
+            assert job(first.message_id).state is JobState.SUCCEEDED
+
+            db.session.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            db.session.commit()
+
+            second = flaky.send("after", 1)  # one failure (an error row), then success
+            run_all(broker, worker)
+            row = job(second.message_id)
+            assert (row.state, row.attempts) == (JobState.SUCCEEDED, 2)
+            assert [error.error for error in row.errors] == ["RuntimeError: flaky failure 1"]
+            # Every ledger write went through (Dramatiq logs a middleware's failure and carries on).
+            assert not [r for r in caplog.records if r.name.startswith("dramatiq.broker")]
+    finally:
+        stop_worker(broker, worker)
+        _empty_queues(broker)

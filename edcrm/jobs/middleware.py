@@ -36,14 +36,13 @@ class JobLedger(Middleware):
         return self._local.claims
 
     def _engine(self) -> Engine:
-        """The engine of the app jobs run in (looked up once per app: this is on every message's path)."""
-        from ..extensions import db
+        """The ledger engine of the app jobs run in (looked up once per app: this is on every message's
+        path)."""
         from . import job_app
 
         app, bound = job_app(), self._bound
         if bound is None or bound[0] is not app:
-            with app.app_context():
-                bound = self._bound = (app, db.engine)
+            bound = self._bound = (app, ledger.engine_for(app))
         return bound[1]
 
     @staticmethod
