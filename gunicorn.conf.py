@@ -1,36 +1,50 @@
-"""gunicorn settings for `make run` and the Procfile's web process.
+"""gunicorn settings for `make run` and the Procfile's web process: `gunicorn -c gunicorn.conf.py app:app`.
 
 Embedded mode (no REDIS_URL): one worker process, which also runs the job workers and the periodic
 scheduler (edcrm.jobs.embedded), since the in-memory broker lives inside it.
-With REDIS_URL: WEB_CONCURRENCY processes serve the web only; `dramatiq edcrm.actors` runs the jobs.
+With REDIS_URL: WEB_CONCURRENCY processes (default 2) serve the web only; `dramatiq edcrm.actors` runs
+the jobs and `periodiq edcrm.actors` schedules the periodic ones.
 """
 
 import os
 
 EMBEDDED = not os.environ.get("REDIS_URL")
 
-bind = f"{os.environ.get('HOST', '0.0.0.0')}:{os.environ.get('PORT', '5000')}"
+bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
 worker_class = "gthread"
-workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY", "2"))
-threads = int(os.environ.get("WEB_THREADS", "8"))
-# gthread: the worker's heartbeat, not a per-request limit; uploads stream for as long as they take.
+# Embedded: exactly one process, or each would run its own job workers, scheduler and restart re-sends.
+workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY") or 2)
+threads = int(os.environ.get("WEB_THREADS") or 8)
+# The app (and the in-memory broker it builds) must be created in the worker process, not the master.
+preload_app = False
+
+# With gthread, `timeout` is the worker's heartbeat: its main loop checks in every second whatever its
+# threads are doing, so a long upload is not cut off by it; only a worker whose loop is stuck is killed.
+# gunicorn itself sets no limit on request bodies: the app enforces MAX_*_BYTES.
 timeout = 120
-graceful_timeout = 30
+graceful_timeout = 30  # for requests in flight (and the embedded job workers) on restart or shutdown
 keepalive = 5
-accesslog = "-"
-errorlog = "-"
-# Uploads are streamed to storage by the app; gunicorn need not buffer them.
-limit_request_line = 8190
+
+accesslog = "-"  # stdout
+errorlog = "-"  # stderr
+# No runtime control socket (gunicorn 25.1+): unused here, and every instance on the machine would share
+# the same path in $HOME, each new one taking it over from the last.
+control_socket_disable = True
 
 
 def post_worker_init(worker):
+    """Embedded mode: start the job workers in the process that serves. gunicorn calls this hook in the
+    worker process right after loading the app (Worker.init_process: load_wsgi(), then this hook), so
+    worker.wsgi is the Flask app of `app:app`."""
     if EMBEDDED:
-        from edcrm.jobs import embedded
+        from edcrm.jobs.embedded import start
 
-        worker.edcrm_jobs = embedded.start(worker.wsgi)
+        worker.edcrm_jobs = start(worker.wsgi)
 
 
 def worker_exit(server, worker):
+    """Embedded mode: let the job workers finish the messages they are running (up to 10 s). Jobs not
+    yet started stay `enqueued` in the ledger, and the next start sends them again."""
     jobs = getattr(worker, "edcrm_jobs", None)
     if jobs is not None:
         jobs.stop()
