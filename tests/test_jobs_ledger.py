@@ -324,6 +324,27 @@ def test_every_actor_retries_three_times_and_has_a_time_limit():
         assert Unrecoverable in declared.options["throws"], declared.actor_name
 
 
+def test_a_message_is_retried_not_run_while_the_ledger_cannot_claim_it(
+    app, stub_broker, stub_worker, monkeypatch
+):
+    real_claim, outages = ledger.claim, []
+
+    def claim_during_an_outage(*args, **kwargs):
+        if not outages:
+            outages.append(1)
+            raise sa.exc.OperationalError("UPDATE jobs ...", {}, ConnectionRefusedError("database down"))
+        return real_claim(*args, **kwargs)
+
+    monkeypatch.setattr(ledger, "claim", claim_during_an_outage)
+    with app.app_context():
+        message = flaky.send("outage", 0)
+        run_all(stub_broker, stub_worker)
+        row = job(message.message_id)
+        # The delivery during the outage did not run the actor; its retry did, once, on the record.
+        assert calls["outage"] == 1
+        assert (row.state, row.attempts, row.retries) == (JobState.SUCCEEDED, 1, 1)
+
+
 @pytest.mark.integration
 def test_the_ledger_carries_on_after_postgresql_drops_its_connections(pg_app, caplog):
     """The ledger engine skips the pool's pre-ping: a connection closed under it (a database restart,

@@ -15,12 +15,17 @@ from __future__ import annotations
 import threading
 
 import dramatiq
-from dramatiq.middleware import Middleware, SkipMessage
+from dramatiq.middleware import Middleware, MiddlewareError, SkipMessage
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from ..models.job import JobState
 from . import ledger
 from .broker import DEFAULT_MAX_RETRIES
+
+
+class LedgerUnavailable(MiddlewareError):
+    """The database refused the claim of a message: the message is retried, not run."""
 
 
 class JobLedger(Middleware):
@@ -65,7 +70,12 @@ class JobLedger(Middleware):
             ledger.record_enqueued(self._engine(), message, max_retries=max_retries, delay_ms=delay)
 
     def before_process_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
-        attempt = ledger.claim(self._engine(), message, max_retries=self._max_retries(broker, message))
+        try:
+            attempt = ledger.claim(self._engine(), message, max_retries=self._max_retries(broker, message))
+        except SQLAlchemyError as exc:
+            # Unclaimed, the job would run unrecorded, and every actor needs the database anyway: fail
+            # this delivery instead, and Retries sends the message again after its backoff.
+            raise LedgerUnavailable(f"the job ledger cannot be written: {exc}") from exc
         if attempt is None:
             raise SkipMessage(f"job {message.message_id} is cancelled, finished or superseded")
         self._claims[message.message_id] = attempt
