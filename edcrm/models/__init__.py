@@ -5,6 +5,7 @@ from .call_log import CallLog, CallOutcome
 from .job import Job, JobError, JobState
 from .lead import Lead, LeadStatus
 from .lead_import import ImportStatus, LeadImport
+from .recording import Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
 from .user import ApiToken, Role, User
 
 __all__ = [
@@ -19,6 +20,11 @@ __all__ = [
     "Lead",
     "LeadImport",
     "LeadStatus",
+    "Recording",
+    "RecordingChunk",
+    "RecordingUpload",
     "Role",
+    "UploadKind",
+    "UploadStatus",
     "User",
 ]
