@@ -17,6 +17,7 @@ as the error page elsewhere, so pages and API share them.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
@@ -27,9 +28,11 @@ from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
 from .auth import authenticate_token, parse_bearer
 from .extensions import db, login_manager
-from .models import CallLog, Lead, Role, User
+from .models import CallLog, Lead, RecordingUpload, Role, User
 
 ModelT = TypeVar("ModelT")
+
+UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 
 #: Ids are INTEGER columns: a bigger id cannot exist, and PostgreSQL refuses to even compare one.
 MAX_ID = 2**31 - 1
@@ -154,3 +157,18 @@ def call_log_for(user: User, call_log_id: object) -> CallLog:
     call_log = get_or_404(CallLog, call_log_id, "call log")
     authorize(user, "call log", branch_id=call_log.lead.branch_id, owner_id=call_log.telecaller_id)
     return call_log
+
+
+def upload_for(user: User, upload_id: object) -> RecordingUpload:
+    """A recording upload session, for the telecaller who opened it (or an admin of its branch).
+
+    Upload ids are opaque tokens (32 hex digits): anything else, "../x" included, is simply unknown.
+    """
+    if not isinstance(upload_id, str) or not UPLOAD_ID.fullmatch(upload_id):
+        raise NotFound("No such upload.")
+    upload = db.session.get(RecordingUpload, upload_id)
+    if upload is None:
+        raise NotFound("No such upload.")
+    call_log = db.session.get(CallLog, upload.call_log_id)
+    authorize(user, "upload", branch_id=call_log.lead.branch_id, owner_id=upload.telecaller_id)
+    return upload

@@ -1,4 +1,5 @@
-"""Housekeeping actors: the periodic pruner, and a ping that checks the job pipeline end to end."""
+"""Housekeeping actors: the periodic pruners (jobs, stale upload sessions), and a ping that checks the
+job pipeline end to end."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from flask import current_app
 from periodiq import cron
 
 from ..jobs import actor, ledger
+from ..recordings.uploads import prune_stale
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +22,13 @@ def prune_jobs() -> None:
         failed_retention_days=current_app.config["FAILED_JOB_RETENTION_DAYS"],
     )
     log.info("pruned %d finished job(s)", deleted)
+
+
+@actor(queue_name="default", periodic=cron("47 * * * *"), time_limit=30 * 60 * 1000)
+def prune_upload_sessions() -> None:
+    """Remove recording upload sessions idle past UPLOAD_SESSION_TTL_HOURS, with their chunks (hourly)."""
+    removed = prune_stale(current_app.config["UPLOAD_SESSION_TTL_HOURS"])
+    log.info("pruned %d stale upload session(s)", removed)
 
 
 class PingFailure(RuntimeError):

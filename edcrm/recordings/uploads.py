@@ -1,0 +1,319 @@
+"""Upload sessions: how a recording's bytes reach storage before the recordings actor finalizes them.
+
+No HTTP here: the API turns `UploadRejected` into its answer. Chunks and one-shot files stream through
+a hashing, counting reader into a temporary file on local disk, then into storage only once they are
+whole and verified, so that a bad copy never replaces a good one and nothing sits in memory whole.
+Web and workers share nothing but the database and the storage, so they may run on different machines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+import tempfile
+from datetime import timedelta
+
+import sqlalchemy as sa
+from flask import current_app
+
+from ..extensions import db
+from ..models import CallLog, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
+from ..models.recording import MAX_CHUNKS
+from ..models.types import utcnow
+from ..storage import BLOCK_SIZE, get_storage
+from ..storage.base import Readable
+
+log = logging.getLogger(__name__)
+
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: RecordingUpload.filename's column size.
+MAX_FILENAME_LENGTH = 255
+
+
+class UploadRejected(Exception):
+    """What the client sent cannot be taken; `status` and `code` are its HTTP answer."""
+
+    status, code = 422, "invalid_upload"
+
+    def __init__(self, message: str, **extra):
+        super().__init__(message)
+        self.message, self.extra = message, extra
+
+
+class TooLarge(UploadRejected):
+    status, code = 413, "too_large"
+
+
+class ChecksumMismatch(UploadRejected):
+    code = "checksum_mismatch"
+
+
+class WrongState(UploadRejected):
+    status, code = 409, "upload_state_conflict"
+
+
+class ChunksMissing(UploadRejected):
+    status, code = 409, "chunks_missing"
+
+
+class QueueUnavailable(UploadRejected):
+    """The broker refused the job: nothing changed, the client may try again."""
+
+    status, code = 503, "queue_unavailable"
+
+
+# -- receiving bytes ------------------------------------------------------------------------------------
+
+
+class _Verified:
+    """Copies a stream into a temporary file on disk, counting and hashing, refusing more than limit."""
+
+    def __init__(self, source: Readable, limit: int, what: str):
+        self.file = tempfile.TemporaryFile()  # noqa: SIM115  (closed by __exit__)
+        self.size, digest = 0, hashlib.sha256()
+        try:
+            while block := source.read(BLOCK_SIZE):
+                self.size += len(block)
+                if self.size > limit:
+                    raise TooLarge(f"The {what} is larger than the limit of {limit} bytes.", limit=limit)
+                digest.update(block)
+                self.file.write(block)
+        except BaseException:  # too large, or the client went away: nothing is kept
+            self.file.close()
+            raise
+        self.file.seek(0)
+        self.sha256 = digest.hexdigest()
+
+    def __enter__(self) -> _Verified:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.file.close()
+
+
+def normalise_sha256(value: str | None, what: str) -> str | None:
+    """A client's SHA-256 as lowercase hex, or None; UploadRejected for anything else."""
+    if value is None:
+        return None
+    value = value.strip().lower()
+    if not SHA256_HEX.fullmatch(value):
+        raise UploadRejected(f"{what} must be a SHA-256 in hexadecimal (64 characters).")
+    return value
+
+
+def _clean_filename(filename: str | None) -> str:
+    """The name as the phone gave it, for people to read; it never becomes part of a storage key."""
+    name = (filename or "").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join(char for char in name if char.isprintable())
+    return name[:MAX_FILENAME_LENGTH] or "recording"
+
+
+# -- sessions -------------------------------------------------------------------------------------------
+
+
+def create_session(
+    telecaller: User,
+    call_log: CallLog,
+    *,
+    filename: str,
+    expected_chunks: int,
+    total_size: int | None = None,
+    sha256: str | None = None,
+) -> RecordingUpload:
+    """Open a chunked upload for a call log the telecaller owns (checked by the caller)."""
+    limit = current_app.config["MAX_RECORDING_BYTES"]
+    if not 1 <= expected_chunks <= MAX_CHUNKS:
+        raise UploadRejected(f"expected_chunks must be between 1 and {MAX_CHUNKS}.")
+    if total_size is not None and total_size > limit:
+        raise TooLarge(f"The recording is larger than the limit of {limit} bytes.", limit=limit)
+    upload = RecordingUpload(
+        call_log_id=call_log.id,
+        telecaller_id=telecaller.id,
+        filename=_clean_filename(filename),
+        kind=UploadKind.CHUNKED,
+        expected_chunks=expected_chunks,
+        total_size=total_size,
+        sha256=normalise_sha256(sha256, "sha256"),
+    )
+    db.session.add(upload)
+    db.session.commit()
+    return upload
+
+
+def _require_receiving(upload: RecordingUpload) -> None:
+    if upload.status is not UploadStatus.RECEIVING:
+        raise WrongState(f"The upload is {upload.status.value}: it takes no more chunks.")
+
+
+def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str | None = None) -> None:
+    """Keep chunk `index` (sent again: replaced). With sha256, a chunk that does not match is refused
+    and nothing is kept, an earlier good copy included."""
+    expected = normalise_sha256(sha256, "X-Chunk-SHA256")
+    if not 0 <= index < upload.expected_chunks:
+        raise UploadRejected(
+            f"Chunk {index} is out of range: this upload has chunks 0 to {upload.expected_chunks - 1}."
+        )
+    _require_receiving(upload)
+    with _Verified(body, current_app.config["MAX_CHUNK_BYTES"], "chunk") as chunk:
+        if chunk.size == 0:
+            raise UploadRejected(f"Chunk {index} is empty.")
+        if expected is not None and chunk.sha256 != expected:
+            raise ChecksumMismatch(
+                f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
+            )
+        get_storage().save(upload.chunk_key(index), chunk.file)
+        _record_chunk(upload, index, chunk.size, chunk.sha256)
+
+
+def _record_chunk(upload: RecordingUpload, index: int, size: int, sha256: str) -> None:
+    """Insert or replace the chunk's row: one statement, so concurrent chunks never lose one another."""
+    dialect = db.session.get_bind().dialect.name
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    now = utcnow()
+    values = {"upload_id": upload.id, "index": index, "size": size, "sha256": sha256, "received_at": now}
+    statement = insert(RecordingChunk).values(values)
+    db.session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["upload_id", "index"],
+            set_={"size": statement.excluded.size, "sha256": statement.excluded.sha256, "received_at": now},
+        )
+    )
+    db.session.execute(
+        sa.update(RecordingUpload).where(RecordingUpload.id == upload.id).values(updated_at=now)
+    )
+    db.session.commit()
+
+
+def complete(upload: RecordingUpload) -> str:
+    """Hand a fully received upload to the recordings actor; its job id. Idempotent."""
+    from ..actors.recordings import process_chunked_recording
+
+    if upload.status in (UploadStatus.PROCESSING, UploadStatus.COMPLETED) and upload.job_id:
+        return upload.job_id
+    _require_receiving(upload)
+    received = db.session.execute(
+        sa.select(RecordingChunk.index, RecordingChunk.size).where(RecordingChunk.upload_id == upload.id)
+    ).all()
+    missing = upload.missing_indexes([index for index, _ in received])
+    if missing:
+        raise ChunksMissing(f"{len(missing)} chunk(s) have not arrived yet.", missing=missing)
+    size = sum(chunk_size for _, chunk_size in received)
+    if upload.total_size is not None and size != upload.total_size:
+        raise UploadRejected(
+            f"The chunks add up to {size} bytes, not the announced total_size of {upload.total_size}."
+        )
+    return _enqueue(upload, process_chunked_recording)
+
+
+def _enqueue(upload: RecordingUpload, actor) -> str:
+    """receiving → processing with the job's id, committed before the job can run; then sent."""
+    message = actor.message(upload.id)
+    moved = db.session.execute(
+        sa.update(RecordingUpload)
+        .where(RecordingUpload.id == upload.id, RecordingUpload.status == UploadStatus.RECEIVING)
+        .values(status=UploadStatus.PROCESSING, job_id=message.message_id, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+    db.session.refresh(upload)
+    if moved.rowcount != 1:  # a concurrent complete won: its job is the one
+        if upload.job_id:
+            return upload.job_id
+        raise WrongState(f"The upload is {upload.status.value}.")
+    try:
+        actor.broker.enqueue(message)
+    except Exception as error:
+        log.exception("could not enqueue %s for upload %s", actor.actor_name, upload.id)
+        upload.status, upload.job_id = UploadStatus.RECEIVING, None
+        db.session.commit()
+        raise QueueUnavailable("The job queue is unavailable; try again shortly.") from error
+    return message.message_id
+
+
+def cancel(upload: RecordingUpload) -> None:
+    """Drop an upload and the bytes it received (not while the actor is finalizing it)."""
+    if upload.status is UploadStatus.PROCESSING:
+        raise WrongState("The upload is being processed; it can no longer be deleted.")
+    remove_received(upload)
+    if upload.status is not UploadStatus.COMPLETED:
+        upload.status = UploadStatus.CANCELLED
+        upload.error = upload.error or "Deleted by the client."
+    db.session.commit()
+
+
+def remove_received(upload: RecordingUpload) -> None:
+    """Delete the upload's chunks (or file) from storage, then their rows."""
+    storage = get_storage()
+    keys = [upload.file_key] if upload.kind is UploadKind.SINGLE else []
+    keys += [upload.chunk_key(index) for index in upload.received_indexes()]
+    for key in keys:
+        storage.delete(key)
+    db.session.execute(sa.delete(RecordingChunk).where(RecordingChunk.upload_id == upload.id))
+    upload.updated_at = utcnow()
+
+
+def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None) -> str:
+    """A whole recording in one request: streamed to storage, then the same actor path; its job id."""
+    from ..actors.recordings import process_recording_upload
+
+    upload = RecordingUpload(
+        call_log_id=call_log.id,
+        telecaller_id=telecaller.id,
+        filename=_clean_filename(filename),
+        kind=UploadKind.SINGLE,
+        expected_chunks=1,
+    )
+    db.session.add(upload)
+    db.session.flush()
+    try:
+        limit = current_app.config["MAX_RECORDING_BYTES"]
+        with _Verified(fileobj, limit, "recording") as received:
+            if received.size == 0:
+                raise UploadRejected("The file is empty.")
+            get_storage().save(upload.file_key, received.file)
+    except BaseException:
+        db.session.rollback()
+        raise
+    upload.total_size, upload.sha256 = received.size, received.sha256
+    db.session.commit()
+    try:
+        return _enqueue(upload, process_recording_upload)
+    except QueueUnavailable:
+        get_storage().delete(upload.file_key)
+        upload.status, upload.error = UploadStatus.FAILED, "The job queue was unavailable."
+        db.session.commit()
+        raise
+
+
+# -- housekeeping ----------------------------------------------------------------------------------------
+
+
+def prune_stale(ttl_hours: int, batch_size: int = 100) -> int:
+    """Remove sessions idle for ttl_hours that will never finish (receiving, failed, cancelled) with
+    their chunks, in bounded batches; the count removed. Completed ones stay: their Recording names
+    them, and they hold no chunks."""
+    cutoff = utcnow() - timedelta(hours=ttl_hours)
+    stale = (UploadStatus.RECEIVING, UploadStatus.FAILED, UploadStatus.CANCELLED)
+    removed = 0
+    while True:
+        uploads = (
+            db.session.execute(
+                sa.select(RecordingUpload)
+                .where(RecordingUpload.status.in_(stale), RecordingUpload.updated_at < cutoff)
+                .order_by(RecordingUpload.updated_at)
+                .limit(batch_size)
+            )
+            .scalars()
+            .all()
+        )
+        for upload in uploads:
+            remove_received(upload)  # storage first: a crash here leaves a row to try again
+            db.session.delete(upload)
+            db.session.commit()
+            removed += 1
+        if len(uploads) < batch_size:
+            return removed
