@@ -169,6 +169,7 @@ def upload_for(user: User, upload_id: object) -> RecordingUpload:
     upload = db.session.get(RecordingUpload, upload_id)
     if upload is None:
         raise NotFound("No such upload.")
-    call_log = db.session.get(CallLog, upload.call_log_id)
-    authorize(user, "upload", branch_id=call_log.lead.branch_id, owner_id=upload.telecaller_id)
+    # By its telecaller's branch, not its call log's: an upload outlives a deleted call log.
+    owner = db.session.get(User, upload.telecaller_id)
+    authorize(user, "upload", branch_id=owner.branch_id, owner_id=upload.telecaller_id)
     return upload

@@ -51,7 +51,10 @@ class RecordingUpload(db.Model):
     )
 
     id: Mapped[str] = mapped_column(sa.String(32), primary_key=True, default=new_upload_id)
-    call_log_id: Mapped[int] = mapped_column(sa.ForeignKey("call_logs.id", ondelete="CASCADE"), index=True)
+    # SET NULL, not CASCADE: an upload whose call was deleted stays, so its chunks can still be removed.
+    call_log_id: Mapped[int | None] = mapped_column(
+        sa.ForeignKey("call_logs.id", ondelete="SET NULL"), index=True
+    )
     telecaller_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"))
     filename: Mapped[str] = mapped_column(sa.String(255))
     kind: Mapped[UploadKind] = mapped_column(str_enum(UploadKind, "upload_kind"))

@@ -37,7 +37,7 @@ def upgrade():
 
     op.create_table('recording_uploads',
     sa.Column('id', sa.String(length=32), nullable=False),
-    sa.Column('call_log_id', sa.Integer(), nullable=False),
+    sa.Column('call_log_id', sa.Integer(), nullable=True),
     sa.Column('telecaller_id', sa.Integer(), nullable=False),
     sa.Column('filename', sa.String(length=255), nullable=False),
     sa.Column('kind', sa.Enum('chunked', 'single', name='upload_kind', native_enum=False, create_constraint=True, length=11), nullable=False),
@@ -51,7 +51,7 @@ def upgrade():
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.CheckConstraint('expected_chunks BETWEEN 1 AND 10000', name=op.f('ck_recording_uploads_expected_chunks_range')),
-    sa.ForeignKeyConstraint(['call_log_id'], ['call_logs.id'], name=op.f('fk_recording_uploads_call_log_id_call_logs'), ondelete='CASCADE'),
+    sa.ForeignKeyConstraint(['call_log_id'], ['call_logs.id'], name=op.f('fk_recording_uploads_call_log_id_call_logs'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['recording_id'], ['recordings.id'], name=op.f('fk_recording_uploads_recording_id_recordings'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['telecaller_id'], ['users.id'], name=op.f('fk_recording_uploads_telecaller_id_users')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_recording_uploads'))
