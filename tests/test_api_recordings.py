@@ -263,7 +263,8 @@ def test_one_shot_uploads_that_are_too_large_missing_or_not_multipart_are_4xx(ap
     assert (
         client.post(url, data={"file": (io.BytesIO(b"x" * 2049), "a.wav")}, headers=auth).status_code == 413
     )
-    assert client.post(url, data={"other": "x"}, headers=auth).status_code == 422
+    no_file = client.post(url, data={"other": "x"}, content_type="multipart/form-data", headers=auth)
+    assert no_file.status_code == 422
     assert client.post(url, data=b"raw", headers={**auth, "Content-Type": "audio/wav"}).status_code == 415
     assert [name for name in storage_files(app) if name.startswith("uploads/")] == []
 

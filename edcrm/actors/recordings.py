@@ -1,0 +1,43 @@
+"""The recordings actors, on queue `recordings`: an upload (chunked or one-shot) becomes a Recording.
+
+Both run edcrm.recordings.finalize, which is safe to run again. When a job's retries are exhausted
+(S3 down for longer than the backoff), `recording_upload_exhausted` marks the upload failed; its
+chunks stay, so an operator can retry the job once storage is back.
+"""
+
+from __future__ import annotations
+
+from ..jobs import actor
+from ..models import UploadStatus
+from ..recordings import finalize
+
+#: Assembling and storing a recording of 1 GiB or more over a slow link takes a while.
+RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
+
+
+@actor(queue_name="recordings", time_limit=60 * 1000)
+def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
+    """The last attempt to finalize an upload failed: the upload is failed, with the last error."""
+    lines = (message.get("options", {}).get("traceback") or "").strip().splitlines()
+    error = lines[-1] if lines else "the job failed after its retries"
+    finalize.end(message["args"][0], UploadStatus.FAILED, error)
+
+
+@actor(
+    queue_name="recordings",
+    time_limit=RECORDING_TIME_LIMIT_MS,
+    on_retry_exhausted=recording_upload_exhausted.actor_name,
+)
+def process_chunked_recording(upload_id: str) -> None:
+    """Assemble a chunked upload's chunks into its call's Recording."""
+    finalize.finalize_upload(upload_id)
+
+
+@actor(
+    queue_name="recordings",
+    time_limit=RECORDING_TIME_LIMIT_MS,
+    on_retry_exhausted=recording_upload_exhausted.actor_name,
+)
+def process_recording_upload(upload_id: str) -> None:
+    """Store a one-shot upload's file as its call's Recording."""
+    finalize.finalize_upload(upload_id)

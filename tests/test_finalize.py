@@ -1,0 +1,252 @@
+"""Finalizing uploads into recordings: the recordings actors on the StubBroker with a real worker,
+on local storage and on moto's S3 server over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+import sqlalchemy as sa
+from audio_samples import amr, wav
+from conftest import make_user
+from s3_server import s3_server  # noqa: F401  (the fixture)
+from test_api_recordings import make_call_log, storage_files
+
+from edcrm.actors.recordings import process_chunked_recording
+from edcrm.extensions import db
+from edcrm.jobs import ledger
+from edcrm.models import CallLog, Job, JobState, Recording, RecordingUpload, Role, UploadStatus
+from edcrm.recordings import finalize, uploads
+from edcrm.storage import get_storage
+
+MIB = 1024 * 1024
+
+
+def run_jobs(stub_broker, stub_worker) -> None:
+    stub_broker.join("recordings", timeout=30_000, fail_fast=False)
+    stub_worker.join()
+
+
+def job(job_id: str) -> Job:
+    db.session.expire_all()
+    return db.session.get(Job, job_id)
+
+
+def upload_of(upload_id: str) -> RecordingUpload:
+    db.session.expire_all()
+    return db.session.get(RecordingUpload, upload_id)
+
+
+@pytest.fixture
+def call_log(branch, telecaller):
+    return make_call_log(branch, telecaller)
+
+
+def chunked(telecaller, call_log, data: bytes, parts: int, *, order=None, **announced) -> RecordingUpload:
+    """A chunked upload of data in `parts` chunks, sent in `order` (default: backwards)."""
+    size = -(-len(data) // parts)
+    chunks = [data[i : i + size] for i in range(0, len(data), size)]
+    upload = uploads.create_session(
+        telecaller, call_log, filename="call.bin", expected_chunks=len(chunks), **announced
+    )
+    for index in order or reversed(range(len(chunks))):
+        uploads.store_chunk(upload, index, io.BytesIO(chunks[index]))
+    return upload
+
+
+def test_chunks_sent_out_of_order_become_a_byte_identical_recording(
+    app, telecaller, call_log, stub_broker, stub_worker
+):
+    audio = amr(3.0)
+    upload = chunked(telecaller, call_log, audio, 7, order=[3, 0, 6, 1, 5, 2, 4], total_size=len(audio))
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert job(job_id).state is JobState.SUCCEEDED
+    recording = db.session.get(CallLog, call_log.id).recording
+    assert (recording.content_type, recording.duration_seconds) == ("audio/amr", 3.0)
+    assert recording.storage_key == f"recordings/{call_log.id}/{upload.id}.amr"
+    with get_storage().open(recording.storage_key) as stored:
+        assert stored.read() == audio
+    assert recording.sha256 == hashlib.sha256(audio).hexdigest() and recording.size == len(audio)
+    assert upload_of(upload.id).status is UploadStatus.COMPLETED
+    assert storage_files(app) == [recording.storage_key]  # the chunks are gone
+
+
+def test_a_second_run_of_the_same_upload_only_finishes_the_cleanup(
+    app, telecaller, call_log, stub_broker, stub_worker, monkeypatch
+):
+    """The first run dies after committing the Recording, before deleting the chunks (a worker killed
+    there, or storage failing): the chunks stay, and the retry finds the work done and cleans up."""
+    audio = wav(1.0)
+    upload = chunked(telecaller, call_log, audio, 3)
+    real_remove, calls = finalize.remove_received, []
+
+    def remove_failing_once(target):
+        calls.append(target.id)
+        if len(calls) == 1:
+            assert len(storage_files(app)) == 4  # committed recording + the 3 chunks, all kept
+            raise ConnectionError("storage went away")
+        real_remove(target)
+
+    monkeypatch.setattr(finalize, "remove_received", remove_failing_once)
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert (job(job_id).state, job(job_id).attempts) == (JobState.SUCCEEDED, 2)
+    assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 1
+    assert len(storage_files(app)) == 1
+    # And one more delivery of the message (at least once): nothing changes.
+    process_chunked_recording.send(upload.id)
+    run_jobs(stub_broker, stub_worker)
+    assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 1
+
+
+@pytest.mark.parametrize(
+    ("data", "announced", "reason"),
+    [
+        (b"plain text, not audio" * 100, {}, "not a recording"),
+        (wav(0.5), {"sha256": "0" * 64}, "SHA-256"),
+    ],
+)
+def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
+    app, telecaller, call_log, stub_broker, stub_worker, data, announced, reason
+):
+    upload = chunked(telecaller, call_log, data, 2, **announced)
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 1)
+    failed = upload_of(upload.id)
+    assert failed.status is UploadStatus.FAILED and reason in failed.error
+    assert db.session.get(CallLog, call_log.id).recording is None
+    assert not any(name.startswith("recordings/") for name in storage_files(app))
+
+
+def test_an_unknown_upload_is_cancelled(app, stub_broker, stub_worker):
+    with app.app_context():
+        message = process_chunked_recording.send("f" * 32)
+        run_jobs(stub_broker, stub_worker)
+        assert job(message.message_id).state is JobState.CANCELLED
+        assert "does not exist" in job(message.message_id).errors[0].error
+
+
+def test_a_deleted_call_log_cancels_the_job_and_removes_the_chunks(
+    app, telecaller, call_log, stub_broker, stub_worker
+):
+    upload = chunked(telecaller, call_log, wav(0.5), 2)
+    job_id = uploads.complete(upload)
+    db.session.delete(db.session.get(CallLog, call_log.id))
+    db.session.commit()
+    run_jobs(stub_broker, stub_worker)
+
+    assert job(job_id).state is JobState.CANCELLED
+    assert upload_of(upload.id).status is UploadStatus.CANCELLED
+    assert storage_files(app) == []
+
+
+def test_a_lost_chunk_cancels_the_job(app, telecaller, call_log, stub_broker, stub_worker):
+    upload = chunked(telecaller, call_log, wav(0.5), 3)
+    job_id = uploads.complete(upload)
+    get_storage().delete(upload.chunk_key(1))
+    run_jobs(stub_broker, stub_worker)
+
+    assert job(job_id).state is JobState.CANCELLED
+    assert "chunks/00001" in upload_of(upload.id).error
+
+
+def test_a_one_shot_upload_becomes_the_recording(app, telecaller, call_log, stub_broker, stub_worker):
+    audio = wav(1.5)
+    job_id = uploads.start_single_upload(telecaller, call_log, io.BytesIO(audio), "x.wav")
+    run_jobs(stub_broker, stub_worker)
+    assert job(job_id).state is JobState.SUCCEEDED
+    recording = db.session.get(CallLog, call_log.id).recording
+    assert (recording.size, recording.duration_seconds) == (len(audio), 1.5)
+    assert storage_files(app) == [recording.storage_key]
+
+
+def test_every_recording_of_a_call_is_kept_and_the_latest_is_its_recording(
+    app, branch, telecaller, call_log, stub_broker, stub_worker
+):
+    for seconds in (1.0, 2.0):
+        uploads.start_single_upload(telecaller, call_log, io.BytesIO(wav(seconds)), "x.wav")
+        run_jobs(stub_broker, stub_worker)
+    assert db.session.get(CallLog, call_log.id).recording.duration_seconds == 2.0
+    other = make_call_log(branch, make_user(branch, Role.TELECALLER))
+    assert db.session.get(CallLog, other.id).recording is None
+
+
+# -- on S3 (moto's server over HTTP) ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_app(app, s3_server):  # noqa: F811
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    return app
+
+
+def s3_keys(s3_server, app) -> list[str]:  # noqa: F811
+    bucket = app.config["STORAGE_URL"].removeprefix("s3://").split("/", 1)[0]
+    listed = s3_server.client().list_objects_v2(Bucket=bucket)
+    return sorted(item["Key"] for item in listed.get("Contents", []))
+
+
+def test_on_s3_small_chunks_are_gathered_into_a_multipart_recording(
+    s3_app,
+    s3_server,  # noqa: F811
+    telecaller,
+    call_log,
+    stub_broker,
+    stub_worker,
+):
+    """20 MiB in 1 MiB chunks: stored as one multipart object of 8 MiB parts (all but the last at least
+    5 MiB, as S3 requires)."""
+    audio = wav(1.0) + bytes(20 * MIB)
+    upload = chunked(telecaller, call_log, audio, 20)
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert job(job_id).state is JobState.SUCCEEDED
+    recording = db.session.get(CallLog, call_log.id).recording
+    bucket = s3_app.config["STORAGE_URL"].removeprefix("s3://").split("/", 1)[0]
+    head = s3_server.client().head_object(Bucket=bucket, Key=f"edcrm/{recording.storage_key}")
+    assert head["ContentLength"] == len(audio)
+    assert head["ETag"].strip('"').endswith("-3")  # three parts: 8 + 8 + 4 MiB
+    with get_storage().open(recording.storage_key) as stored:
+        assert hashlib.sha256(stored.read()).hexdigest() == hashlib.sha256(audio).hexdigest()
+    assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]
+
+
+def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
+    s3_app,
+    s3_server,  # noqa: F811
+    telecaller,
+    call_log,
+    stub_broker,
+    stub_worker,
+):
+    audio = wav(2.0)
+    upload = chunked(telecaller, call_log, audio, 4)
+    chunk_keys = s3_keys(s3_server, s3_app)
+    assert len(chunk_keys) == 4
+
+    with s3_server.stopped():
+        job_id = uploads.complete(upload)
+        run_jobs(stub_broker, stub_worker)
+        down = job(job_id)
+        # Retried with backoff until its retries ran out, then failed: the upload says why.
+        assert (down.state, down.attempts) == (JobState.FAILED, 4)
+        assert upload_of(upload.id).status is UploadStatus.FAILED
+        assert "Could not connect" in upload_of(upload.id).error
+
+    assert s3_keys(s3_server, s3_app) == chunk_keys  # every chunk is still there
+    ledger.retry(job_id)  # the operator, once S3 is back
+    run_jobs(stub_broker, stub_worker)
+    assert job(job_id).state is JobState.SUCCEEDED
+    recording = db.session.get(CallLog, call_log.id).recording
+    with get_storage().open(recording.storage_key) as stored:
+        assert stored.read() == audio
+    assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]
