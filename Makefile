@@ -10,7 +10,7 @@ FLASK  := $(BIN)/flask --app app
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test lint format bench-jobs clean
+.PHONY: run test lint format bench-jobs bench-recordings clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ format: $(STAMP)
 # `make bench-jobs BENCH_ARGS="--n 1000"`; needs PostgreSQL and Redis (see bench/jobs.py).
 bench-jobs: $(STAMP)
 	$(BIN)/python bench/jobs.py $(BENCH_ARGS)
+
+# `make bench-recordings BENCH_ARGS="--size-mb 256"`; needs PostgreSQL and Redis (see bench/recordings.py).
+bench-recordings: $(STAMP)
+	$(BIN)/python bench/recordings.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache tests/artifacts

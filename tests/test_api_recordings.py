@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import bearer, make_user
+from test_openapi import check
 from werkzeug.serving import make_server
 
 from edcrm.extensions import db
@@ -396,3 +397,24 @@ def test_concurrent_chunks_are_all_kept_and_assemble_byte_identical(
     assert (root / recording.storage_key).read_bytes() == audio
     assert db.session.query(Recording).count() == 1
     assert db.session.get(RecordingUpload, upload_id).status is UploadStatus.COMPLETED
+
+
+def test_the_answers_have_the_documented_shapes(app, client, auth, call_log, stub_broker, stub_worker):
+    document = client.get("/api/openapi.json").get_json()
+    audio = wav_bytes(0.5)
+    body = {"call_log_id": call_log.id, "filename": "a.wav", "expected_chunks": 2, "sha256": sha(audio)}
+    check(document, "UploadRequest", body)
+    created = client.post("/api/recordings/uploads", json=body, headers=auth)
+    check(document, "UploadCreated", created.json)
+    upload_id = created.json["upload_id"]
+    chunks = split(audio, 2)
+    check(document, "UploadProgress", put(client, auth, upload_id, 0, chunks[0]).json)
+    check(document, "Upload", client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json)
+    missing = client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth)
+    check(document, "Error", missing.json)
+    put(client, auth, upload_id, 1, chunks[1])
+    accepted = client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth)
+    check(document, "JobAccepted", accepted.json)
+    run_jobs(stub_broker, stub_worker)
+    check(document, "Upload", client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json)
+    check(document, "CallLog", client.get(f"/api/call-logs/{call_log.id}", headers=auth).json)

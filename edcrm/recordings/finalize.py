@@ -3,11 +3,12 @@
     finalize_upload(upload_id)        run by the recordings actors; safe to run again
       1. the upload, its call log and its parts must exist, else Unrecoverable (cancelled);
       2. if a Recording of this upload exists, an earlier run committed it: only the cleanup is left;
-      3. the parts are streamed in order into a temporary file on local disk, hashed and counted as they
-         pass (memory stays flat); size and SHA-256 are checked against what the client announced, and
-         the audio type and duration are read from that file;
-      4. the file is stored under recordings/… (S3: a multipart upload of 8 MiB parts, so chunks of any
-         size are gathered into parts of at least 5 MiB; local: a streamed copy and a rename);
+      3. the audio type is read from the first bytes (it names the final object);
+      4. the parts are streamed in order, read ahead by a thread, into the final object under
+         recordings/… (S3: a multipart upload of 8 MiB parts, so chunks of any size are gathered into
+         parts of at least 5 MiB; local: a streamed copy and a rename), hashed and counted as they pass,
+         with a copy on local disk for the duration reader (memory stays bounded); a size or SHA-256
+         other than the client announced removes the object again;
       5. one transaction creates the Recording and marks the upload completed;
       6. only then are the chunks deleted.
 
@@ -20,15 +21,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import queue
 import tempfile
+import threading
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from itertools import islice
+from typing import BinaryIO
 
 import sqlalchemy as sa
 
 from ..extensions import db
 from ..jobs import Unrecoverable
-from ..models import CallLog, Recording, RecordingUpload, UploadStatus
+from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
 from ..models.types import utcnow
-from ..storage import BLOCK_SIZE, ObjectNotFound, get_storage
+from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
 from . import audio
 from .uploads import remove_received
 
@@ -68,37 +75,28 @@ def _build(upload: RecordingUpload) -> Recording:
         remove_received(upload)  # nothing can use them any more
         db.session.commit()
         raise Unrecoverable(f"the call log of recording upload {upload.id} no longer exists")
-    storage = get_storage()
-    if upload.kind.value == "chunked":
+    if upload.kind is UploadKind.CHUNKED:
         missing = upload.missing_indexes()
         if missing:
             raise Unrecoverable(f"recording upload {upload.id} is missing chunks {missing[:20]}")
-    with tempfile.TemporaryFile() as assembled:
-        digest, size = hashlib.sha256(), 0
-        for key in upload.source_keys():
-            try:
-                part = storage.open(key)
-            except ObjectNotFound:
-                raise Unrecoverable(f"recording upload {upload.id} lost its stored part {key}") from None
-            with part:
-                while block := part.read(BLOCK_SIZE):
-                    digest.update(block)
-                    assembled.write(block)
-                    size += len(block)
-        sha256 = digest.hexdigest()
+    storage, keys = get_storage(), upload.source_keys()
+    kind = _detect(storage, keys[0], upload.id)
+    key = f"recordings/{upload.call_log_id}/{upload.id}{kind.extension}"
+    largest = db.session.execute(
+        sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
+    ).scalar()
+    with tempfile.TemporaryFile() as copy, PartsReader(storage, keys, copy, largest) as parts:
+        storage.save(key, parts)
+        size, sha256 = parts.size, parts.sha256()
+        problem = None
         if upload.total_size is not None and size != upload.total_size:
-            raise UploadUnusable(f"the recording has {size} bytes, not the announced {upload.total_size}")
-        if upload.sha256 is not None and sha256 != upload.sha256:
-            raise UploadUnusable(f"the recording's SHA-256 is {sha256}, not the announced {upload.sha256}")
-        assembled.seek(0)
-        try:
-            kind = audio.detect(assembled.read(audio.SNIFF_BYTES))
-        except audio.NotAudio as error:
-            raise UploadUnusable(f"the upload is not a recording: {error}") from None
-        seconds = audio.duration(kind, assembled)
-        key = f"recordings/{upload.call_log_id}/{upload.id}{kind.extension}"
-        assembled.seek(0)
-        storage.save(key, assembled)
+            problem = f"the recording has {size} bytes, not the announced {upload.total_size}"
+        elif upload.sha256 is not None and sha256 != upload.sha256:
+            problem = f"the recording's SHA-256 is {sha256}, not the announced {upload.sha256}"
+        if problem:
+            storage.delete(key)
+            raise UploadUnusable(problem)
+        seconds = audio.duration(kind, copy)
     recording = Recording(
         call_log_id=upload.call_log_id,
         upload_id=upload.id,
@@ -115,6 +113,117 @@ def _build(upload: RecordingUpload) -> Recording:
     db.session.commit()
     log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)
     return recording
+
+
+def _open_part(storage: Storage, key: str) -> BinaryIO:
+    try:
+        return storage.open(key)
+    except ObjectNotFound:
+        raise Unrecoverable(f"a stored part of the upload is gone: {key}") from None
+
+
+def _read_part(storage: Storage, key: str) -> bytes:
+    with _open_part(storage, key) as part:
+        return part.read()
+
+
+def _detect(storage: Storage, first_key: str, upload_id: str) -> audio.AudioType:
+    """The type, from the first bytes: known before anything is stored, it names the final object."""
+    with _open_part(storage, first_key) as first:
+        head = first.read(audio.SNIFF_BYTES)
+    try:
+        return audio.detect(head)
+    except audio.NotAudio as error:
+        raise UploadUnusable(f"upload {upload_id} is not a recording: {error}") from None
+
+
+class PartsReader:
+    """The parts of an upload as one stream, in order, for Storage.save.
+
+    Threads fetch the next chunks while the ones before them are being stored, so storage latency
+    overlaps the upload: up to FETCH_BUDGET bytes of whole chunks at once (chunks are small, at most
+    MAX_CHUNK_BYTES), or, for a single part (a one-shot file), a few blocks ahead. Memory stays bounded
+    whatever the recording's size. What passes is counted, hashed and copied to `copy` (a file on local
+    disk) for the duration reader, which must seek.
+    """
+
+    FETCH_BUDGET = 16 * 1024 * 1024
+    MAX_FETCHERS = 6
+    _END = object()
+
+    def __init__(self, storage: Storage, keys: list[str], copy: BinaryIO, largest_part: int | None = None):
+        self.size, self._digest, self._copy = 0, hashlib.sha256(), copy
+        self._blocks: queue.Queue = queue.Queue(maxsize=2 if len(keys) > 1 else 8)
+        self._pending = b""
+        self._stop = threading.Event()
+        fetchers = max(1, min(self.MAX_FETCHERS, self.FETCH_BUDGET // max(largest_part or BLOCK_SIZE, 1)))
+        self._thread = threading.Thread(target=self._fetch, args=(storage, keys, fetchers), daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._blocks.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _fetch(self, storage: Storage, keys: list[str], fetchers: int) -> None:
+        try:
+            if len(keys) == 1:
+                with _open_part(storage, keys[0]) as part:
+                    while block := part.read(BLOCK_SIZE):
+                        if not self._put(block):
+                            return
+            else:
+                with ThreadPoolExecutor(fetchers, thread_name_prefix="edcrm-fetch") as pool:
+                    upcoming = iter(keys)
+                    first = islice(upcoming, fetchers)
+                    window = deque(pool.submit(_read_part, storage, key) for key in first)
+                    while window:
+                        data = window.popleft().result()
+                        if (key := next(upcoming, None)) is not None:
+                            window.append(pool.submit(_read_part, storage, key))
+                        if not self._put(data):
+                            for future in window:
+                                future.cancel()
+                            return
+            self._put(self._END)
+        except BaseException as error:  # handed to the reader, which raises it in the job's thread
+            self._put(error)
+
+    def read(self, size: int = -1) -> bytes:
+        pieces, have = [self._pending] if self._pending else [], len(self._pending)
+        while size < 0 or have < size:
+            item = self._blocks.get()
+            if item is self._END:
+                self._blocks.put(item)  # later reads see the end too
+                break
+            if isinstance(item, BaseException):
+                raise item
+            pieces.append(item)
+            have += len(item)
+        data = b"".join(pieces)
+        if 0 <= size < len(data):
+            data, self._pending = data[:size], data[size:]
+        else:
+            self._pending = b""
+        self.size += len(data)
+        self._digest.update(data)
+        self._copy.write(data)
+        return data
+
+    def sha256(self) -> str:
+        return self._digest.hexdigest()
+
+    def __enter__(self) -> PartsReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._copy.seek(0)
 
 
 def _finish(upload: RecordingUpload, recording: Recording) -> None:

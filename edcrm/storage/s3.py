@@ -20,11 +20,14 @@ from .base import BLOCK_SIZE, ObjectNotFound, Readable, Storage, validate_key
 
 MIB = 1024 * 1024
 
-#: Objects above 8 MiB go up as multipart uploads of 8 MiB parts, 4 in flight: about 40 MiB of
-#: buffers at most, whatever the object's size.
+#: Objects above 8 MiB go up as multipart uploads of 8 MiB parts, 4 in flight, and at most 4 parts read
+#: ahead of them from a stream (s3transfer holds 10 by default): about 64 MiB of buffers at most,
+#: whatever the object's size.
 DEFAULT_TRANSFER_CONFIG = TransferConfig(
     multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=4
 )
+# An s3transfer setting that boto3's TransferConfig takes only as an attribute.
+DEFAULT_TRANSFER_CONFIG.max_in_memory_upload_chunks = 4
 
 #: SigV4 presigned URLs live at most a week.
 MAX_URL_EXPIRY = 7 * 24 * 3600

@@ -67,7 +67,10 @@ def put_chunk(upload_id: str, index: int):
     limit = current_app.config["MAX_CHUNK_BYTES"]
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"A chunk may be at most {limit} bytes.", limit=limit)
-    request.max_content_length = limit  # a body without Content-Length is cut off there too
+    if request.content_length is None:
+        # Chunked transfer: werkzeug cuts the body off past max_content_length. One byte more than the
+        # limit, because at exactly the limit it cannot tell the end from more to come, and refuses.
+        request.max_content_length = limit + 1
     try:
         uploads.store_chunk(upload, index, request.stream, request.headers.get("X-Chunk-SHA256"))
     except uploads.UploadRejected as error:
