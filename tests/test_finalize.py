@@ -136,9 +136,9 @@ def test_a_deleted_call_log_cancels_the_job_and_removes_the_chunks(
     app, telecaller, call_log, stub_broker, stub_worker
 ):
     upload = chunked(telecaller, call_log, wav(0.5), 2)
-    job_id = uploads.complete(upload)
     db.session.delete(db.session.get(CallLog, call_log.id))
     db.session.commit()
+    job_id = uploads.complete(upload)
     run_jobs(stub_broker, stub_worker)
 
     assert job(job_id).state is JobState.CANCELLED

@@ -106,11 +106,18 @@ def _build(upload: RecordingUpload) -> Recording:
         sha256=sha256,
         duration_seconds=seconds,
     )
-    db.session.add(recording)
-    db.session.flush()
-    upload.status, upload.recording_id, upload.error = UploadStatus.COMPLETED, recording.id, None
-    upload.updated_at = utcnow()
-    db.session.commit()
+    try:
+        db.session.add(recording)
+        db.session.flush()
+        upload.status, upload.recording_id, upload.error = UploadStatus.COMPLETED, recording.id, None
+        upload.updated_at = utcnow()
+        db.session.commit()
+    except sa.exc.IntegrityError:
+        # The call log was deleted while its recording was being stored: remove the object again; the
+        # retry finds the call log gone and cancels.
+        db.session.rollback()
+        storage.delete(key)
+        raise
     log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)
     return recording
 
