@@ -7,6 +7,7 @@ import itself, in this process, and waits for it.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -60,18 +61,14 @@ def _current(import_id: int) -> LeadImport:
 
 
 def _wait(import_id: int) -> LeadImport:
-    """Poll the import until it is over, with a progress bar of its processed rows."""
+    """Poll the import until it is over, with a progress bar of its processed rows (on stderr)."""
     lead_import = _current(import_id)
-    while lead_import.status not in FINAL and not lead_import.total_rows:
-        time.sleep(POLL_SECONDS)
-        lead_import = _current(import_id)
-    if lead_import.status in FINAL:
-        return lead_import
-    with click.progressbar(
-        length=lead_import.total_rows, label=f"Importing {lead_import.filename}", show_pos=True, err=True
-    ) as bar:
+    label = f"Importing {lead_import.filename}"
+    stderr = sys.stderr  # the summary alone goes to stdout, for scripts
+    with click.progressbar(length=1, label=label, show_pos=True, show_percent=True, file=stderr) as bar:
         shown = 0
         while True:
+            # The total is known once the worker has counted the rows; until then the bar waits at 0.
             bar.length = max(lead_import.total_rows, lead_import.processed_rows, 1)
             if lead_import.processed_rows > shown:
                 bar.update(lead_import.processed_rows - shown)

@@ -43,7 +43,9 @@ def new_import():
 
     form = ImportForm()
     if not form.validate_on_submit():
-        status = 422 if form.is_submitted() else 200
+        status = 200
+        if form.is_submitted():  # a form without its CSRF token is refused as CSRFProtect would
+            status = 400 if "csrf_token" in form.errors else 422
         for errors in form.errors.values():
             for message in errors:
                 flash(message, "error")
