@@ -114,18 +114,12 @@ def check_telecallers(branch_id: int, telecaller_ids: Iterable[int]) -> list[int
     unknown = [i for i in ids if i not in found]
     inactive = [i for i in ids if i in found and not found[i].active]
     if unknown or inactive:
-        problems = []
-        if unknown:
-            problems.append(f"not a telecaller of this branch: {_id_list(unknown)}")
-        if inactive:  # of this branch: the admin may see who they are
-            named = ", ".join(f"{i} ({found[i].email})" for i in inactive)
-            problems.append(f"deactivated: {named}")
-        raise InvalidTelecallers(f"Telecaller {'; '.join(problems)}.", unknown + inactive)
+        problems = [f"{i} (not a telecaller of this branch)" for i in unknown]
+        # Deactivated ones are of this branch: the admin may see who they are.
+        problems += [f"{i} ({found[i].email}, deactivated)" for i in inactive]
+        message = f"These telecallers cannot take leads: {', '.join(problems)}."
+        raise InvalidTelecallers(message, unknown + inactive)
     return ids
-
-
-def _id_list(ids: Sequence[int]) -> str:
-    return ", ".join(str(i) for i in ids)
 
 
 # -- the file ----------------------------------------------------------------------------------------------

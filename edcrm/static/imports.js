@@ -32,6 +32,11 @@
     error.hidden = !p.error;
     show('[data-when="rejected"]', p.rejected_rows > 0);
     show('[data-when="no-rejected"]', p.rejected_rows === 0);
+    if (p.final) {
+      document.querySelectorAll('[data-when="no-rejected"]').forEach(function (el) {
+        el.textContent = "No row was rejected.";
+      });
+    }
     var body = document.getElementById("distribution");
     body.replaceChildren.apply(body, p.distribution_rows.map(function (row) {
       var tr = document.createElement("tr");
