@@ -5,17 +5,19 @@ from __future__ import annotations
 import csv
 import io
 from pathlib import Path
+from types import SimpleNamespace
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
 from conftest import bearer, make_user
 from jsonschema import Draft202012Validator
+from s3_server import s3_server  # noqa: F401  (the fixture)
 
 from edcrm.extensions import db
 from edcrm.imports import upload as upload_module
 from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role
-from edcrm.storage import BLOCK_SIZE
+from edcrm.storage import BLOCK_SIZE, S3Storage
 
 HEADER = "name,phone,email,city\n"
 VALID_ROWS = [
@@ -393,3 +395,45 @@ def test_the_error_report_downloads_as_csv(client, admin, callers, stub_broker, 
     assert [row[0] for row in rows[1:]] == ["8", "9"]
     assert rows[1][2:] == INVALID_ROW.split(",") and rows[2][2:] == DUPLICATE_ROW.split(",")
     assert "phone" in rows[1][1].lower() and "duplicate" in rows[2][1].lower()
+
+
+# -- on S3 ---------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def s3_storage(app, s3_server):  # noqa: F811
+    """The app's storage is a bucket of moto's S3 server, over HTTP."""
+    bucket = s3_server.create_bucket()
+    storage = S3Storage(bucket, "edcrm", endpoint_url=s3_server.endpoint_url, region="us-east-1")
+    app.extensions["edcrm.storage"] = storage
+    return SimpleNamespace(storage=storage, bucket=bucket, client=s3_server.client())
+
+
+def bucket_keys(s3) -> list[str]:
+    return [item["Key"] for item in s3.client.list_objects_v2(Bucket=s3.bucket).get("Contents", [])]
+
+
+def test_an_upload_streams_to_s3(client, admin, callers, s3_storage, stub_broker):
+    response = post_import(client, admin, telecaller_ids=[callers[0].id])
+
+    assert response.status_code == 202
+    lead_import = db.session.get(LeadImport, response.get_json()["id"])
+    assert bucket_keys(s3_storage) == [f"edcrm/{lead_import.storage_key}"]
+    body = s3_storage.client.get_object(Bucket=s3_storage.bucket, Key=f"edcrm/{lead_import.storage_key}")[
+        "Body"
+    ]
+    assert body.read() == SAMPLE_CSV
+
+
+def test_a_multipart_upload_over_the_limit_leaves_nothing_in_the_bucket(app, admin, callers, s3_storage):
+    app.config["MAX_CSV_BYTES"] = 20 * 1024 * 1024  # over 8 MiB: S3 multipart parts are already sent
+    rows = csv_bytes()[len(HEADER) :]
+    stream = io.BytesIO(HEADER.encode() + rows * (21 * 1024 * 1024 // len(rows) + 1))
+
+    with pytest.raises(upload_module.FileTooLarge):
+        upload_module.start_import(admin, stream, "big.csv", [callers[0].id])
+
+    assert bucket_keys(s3_storage) == []
+    uploads = s3_storage.client.list_multipart_uploads(Bucket=s3_storage.bucket).get("Uploads", [])
+    assert uploads == []  # aborted, not left to be billed
+    assert import_count() == 0
