@@ -437,3 +437,11 @@ def test_a_multipart_upload_over_the_limit_leaves_nothing_in_the_bucket(app, adm
     uploads = s3_storage.client.list_multipart_uploads(Bucket=s3_storage.bucket).get("Uploads", [])
     assert uploads == []  # aborted, not left to be billed
     assert import_count() == 0
+
+
+def test_a_form_of_too_many_fields_is_413_saying_so(client, admin, callers):
+    response = post_import(client, admin, telecaller_ids=[callers[0].id] * 1500)  # werkzeug takes 1000 parts
+
+    error = error_of(response, 413)
+    assert error["code"] == "form_too_large"
+    assert import_count() == 0

@@ -31,6 +31,10 @@ def rejection(error: ImportRejected) -> ApiError:
 
 
 def _too_large() -> ApiError:
+    """The 413 of a body werkzeug refused: the file, or (rarely) a form of too many or too big fields."""
+    length, limit = request.content_length, request.max_content_length
+    if length is not None and limit is not None and length <= limit:
+        return ApiError(413, "form_too_large", "The form has too many fields, or a field that is too long.")
     return rejection(FileTooLarge(current_app.config["MAX_CSV_BYTES"]))
 
 
