@@ -8,6 +8,6 @@ from ..jobs.broker import get_broker
 
 broker = get_broker()
 
-from . import maintenance  # noqa: E402  (after the broker, on purpose)
+from . import imports, maintenance  # noqa: E402  (after the broker, on purpose)
 
-__all__ = ["broker", "maintenance"]
+__all__ = ["broker", "imports", "maintenance"]

@@ -1,0 +1,353 @@
+"""The import job: a stored CSV becomes leads of a branch, streamed, in batches, exactly once.
+
+    run_import(import_id)
+      1. checks: the import exists and is not over, its file is stored (else Unrecoverable: cancelled);
+      2. a first pass over the file: encoding, delimiter, header (a missing required column cancels
+         the import, naming it and the headers found), strict parsing of every record (broken quoting
+         cancels the import before a single lead is written) and the number of rows (`total_rows`);
+      3. a second pass, row by row, in batches of BATCH_ROWS: each row is validated (outside any
+         transaction), then, in ONE transaction per batch,
+           - the branch row is locked (its round-robin cursor; this also serialises the duplicate check
+             of concurrent imports of the branch) and the import row is locked,
+           - the batch's phones are looked up among the branch's leads in one query,
+           - new leads are assigned round-robin and inserted (COPY on PostgreSQL, executemany on SQLite),
+             rejected rows are inserted into import_rejections (for the error report),
+           - the import's counts, distribution and checkpoint_row (the last row of the batch) are
+             updated, and the branch cursor advanced;
+      4. completed, with finished_at; only then is the uploaded file deleted.
+
+Exactly once. A batch's leads, its rejected rows, the import's counters and checkpoint, and the branch
+cursor are committed together or not at all. A retry or a redelivery (after a crash, a SIGKILL, a lost
+worker) reads the file again from the start, skips every row up to checkpoint_row and goes on: rows of
+a committed batch are never inserted again, rows of a batch that did not commit are inserted exactly
+once, and the rotation resumes at the same telecaller. The file is immutable and parsing deterministic,
+so row numbers mean the same on every run. The unique constraint on leads (import_id, source_row)
+would turn any slip in this reasoning into a failed batch, never a duplicate. A second run of the same
+import overlapping the first (a redelivery while the first worker still lives) finds, under the import
+row's lock, a checkpoint past its batch and stops, leaving the work to the first.
+
+Duplicates: a phone already a lead of the branch, or accepted earlier in this file. Earlier batches of
+the file are committed leads by the time a batch is checked, so one query against the branch's leads
+finds both, and memory does not grow with the file (no set of every phone seen). Within a batch, a
+dict catches repeats. A row rejected as invalid does not claim its phone.
+
+Never a statement over 65,535 parameters: COPY has none; the duplicate lookup passes the batch's
+phones as one array on PostgreSQL and in chunks of SQLITE_IN_CHUNK on SQLite; executemany sends one
+row's parameters per statement.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import sqlalchemy as sa
+
+from ..extensions import db
+from ..jobs import Unrecoverable
+from ..models import ImportRejection, ImportStatus, Lead, LeadImport
+from ..models.lead_import import FINAL_STATUSES
+from ..models.types import utcnow
+from ..storage import ObjectNotFound, get_storage
+from .distribution import RoundRobin, advance_cursor, lock_cursor
+from .headers import MissingColumns, map_columns
+from .reader import CsvFormatError, NotCsv, open_csv
+from .validation import LeadValues, RowValidator
+
+log = logging.getLogger(__name__)
+
+#: Rows validated, checked and inserted per transaction (and between two progress updates).
+BATCH_ROWS = 5000
+#: Phones per `IN (...)` lookup on SQLite.
+SQLITE_IN_CHUNK = 500
+
+LEAD_COLUMNS = (
+    "branch_id",
+    "telecaller_id",
+    "import_id",
+    "source_row",
+    *LeadValues._fields,
+    "status",
+    "assigned_at",
+    "created_at",
+)
+REJECTION_COLUMNS = ("import_id", "row_number", "duplicate", "reasons", "cells")
+
+
+class ImportSuperseded(Exception):
+    """Another run of the same import has committed past this run's batch: this run stops."""
+
+
+# -- the job ------------------------------------------------------------------------------------------------
+
+
+def run_import(import_id: int) -> None:
+    """Import the CSV of import import_id (see the module's docstring). Unrecoverable ends the import
+    cancelled, with its reason in `error`; any other error leaves it running for the job's retry."""
+    lead_import = db.session.get(LeadImport, import_id)
+    if lead_import is None:
+        raise Unrecoverable(f"import {import_id} no longer exists")
+    if lead_import.status in FINAL_STATUSES:
+        # A redelivery after the final commit: finish the cleanup, if a crash interrupted it.
+        delete_upload(lead_import)
+        if lead_import.status == ImportStatus.COMPLETED:
+            return
+        raise Unrecoverable(f"import {import_id} is already {lead_import.status.value}")
+    if not lead_import.storage_key:
+        cancel(lead_import, "The uploaded file is gone; upload it again.")
+
+    if lead_import.status == ImportStatus.QUEUED:
+        lead_import.status = ImportStatus.RUNNING
+        lead_import.started_at = utcnow()
+        db.session.commit()
+
+    try:
+        encoding = scan(lead_import)
+        import_rows(lead_import, encoding)
+    except ObjectNotFound:
+        cancel(lead_import, "The uploaded file is missing from storage; upload it again.")
+    except ImportSuperseded as error:
+        db.session.rollback()
+        log.warning("import %s: %s", import_id, error)
+        return
+    complete(lead_import)
+
+
+def scan(lead_import: LeadImport) -> str:
+    """The first pass: check the header and every record, count the rows; the encoding to read with.
+
+    Cancels the import (Unrecoverable) on a file that is not CSV text, has no header, lacks a required
+    column or is malformed anywhere, before any lead is written. A file whose first 64 KiB are UTF-8
+    but whose later bytes are not is read again as Windows-1252 (the only other 8-bit encoding accepted).
+    """
+    encoding = None
+    while True:
+        try:
+            with open_csv(lead_import.storage_key, encoding) as csv_file:
+                encoding = csv_file.encoding
+                try:
+                    map_columns(csv_file.header)
+                except MissingColumns as error:
+                    cancel(lead_import, str(error), source_columns=csv_file.header)
+                total = sum(1 for _ in csv_file.records)
+        except NotCsv as error:
+            cancel(lead_import, f"The file is not CSV text: {error}.")
+        except CsvFormatError as error:
+            cancel(lead_import, f"{error} Nothing was imported.")
+        except UnicodeDecodeError as error:
+            if encoding == "utf-8":
+                encoding = "cp1252"
+                continue
+            message = f"The file is not valid {encoding} text ({error.reason}). Nothing was imported."
+            cancel(lead_import, message)
+        break
+    lead_import.total_rows = total
+    lead_import.source_columns = list(csv_file.header)
+    if not lead_import.distribution:
+        lead_import.distribution = {str(i): 0 for i in sorted(set(lead_import.telecaller_ids))}
+    db.session.commit()
+    return encoding
+
+
+def import_rows(lead_import: LeadImport, encoding: str) -> None:
+    """The second pass: every row after the import's checkpoint, batch by batch (see commit_batch)."""
+    checkpoint = lead_import.checkpoint_row
+    importer = BatchImporter(lead_import)
+    with open_csv(lead_import.storage_key, encoding) as csv_file:
+        validator = RowValidator(map_columns(csv_file.header))
+        batch: list[RowOutcome] = []
+        for row_number, cells in csv_file.records:
+            if row_number <= checkpoint:
+                continue  # committed by an earlier run
+            batch.append(RowOutcome(row_number, cells, validator.validate(cells)))
+            if len(batch) == BATCH_ROWS:
+                importer.commit_batch(batch)
+                batch = []
+        if batch:
+            importer.commit_batch(batch)
+
+
+def complete(lead_import: LeadImport) -> None:
+    lead_import.status = ImportStatus.COMPLETED
+    lead_import.finished_at = utcnow()
+    db.session.commit()
+    log.info(
+        "import %s completed: %d rows, %d leads, %d invalid, %d duplicates",
+        lead_import.id,
+        lead_import.total_rows,
+        lead_import.successful_rows,
+        lead_import.failed_rows,
+        lead_import.duplicate_rows,
+    )
+    delete_upload(lead_import)
+
+
+def cancel(lead_import: LeadImport, message: str, *, source_columns: Sequence[str] | None = None):
+    """End the import cancelled with message (its file deleted), and raise Unrecoverable(message)."""
+    db.session.rollback()
+    lead_import = db.session.get(LeadImport, lead_import.id, populate_existing=True)
+    if lead_import is not None and lead_import.status not in FINAL_STATUSES:
+        if source_columns is not None:
+            lead_import.source_columns = list(source_columns)
+        lead_import.status = ImportStatus.CANCELLED
+        lead_import.error = message
+        lead_import.finished_at = utcnow()
+        db.session.commit()
+        delete_upload(lead_import)
+    raise Unrecoverable(message)
+
+
+def fail_import(import_id: int, last_error: str | None) -> None:
+    """The job's last attempt failed: the import is failed, and its file, no longer needed, deleted."""
+    lead_import = db.session.get(LeadImport, import_id)
+    if lead_import is None:
+        return
+    if lead_import.status not in FINAL_STATUSES:
+        lead_import.status = ImportStatus.FAILED
+        detail = f": {last_error}" if last_error else ""
+        lead_import.error = f"The import failed after its retries{detail}"
+        lead_import.finished_at = utcnow()
+        db.session.commit()
+    delete_upload(lead_import)
+
+
+def delete_upload(lead_import: LeadImport) -> None:
+    """Delete a finished import's uploaded file (its status is committed first, by the callers), then
+    forget its key. A crash in between leaves the key, and the next delivery deletes again."""
+    if not lead_import.storage_key:
+        return
+    get_storage().delete(lead_import.storage_key)
+    lead_import.storage_key = None
+    db.session.commit()
+
+
+# -- one batch ----------------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class RowOutcome:
+    row_number: int
+    cells: list[str]
+    result: LeadValues | list[str]  # the lead's values, or why the row is invalid
+
+
+@dataclass
+class BatchImporter:
+    """Commits batches of validated rows for one import (see the module's docstring)."""
+
+    lead_import: LeadImport
+    import_id: int = field(init=False)
+    branch_id: int = field(init=False)
+    telecaller_ids: list[int] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.import_id = self.lead_import.id
+        self.branch_id = self.lead_import.branch_id
+        self.telecaller_ids = sorted(set(self.lead_import.telecaller_ids))
+        if not self.telecaller_ids:
+            cancel(self.lead_import, "The import has no telecallers to assign leads to.")
+        self.postgres = db.engine.dialect.name == "postgresql"
+
+    def commit_batch(self, batch: Sequence[RowOutcome]) -> None:
+        """Insert the batch's leads and rejections and move the checkpoint past it, in one transaction."""
+        cursor = lock_cursor(self.branch_id)
+        lead_import = db.session.get(LeadImport, self.import_id, with_for_update=True, populate_existing=True)
+        if lead_import is None:
+            raise Unrecoverable(f"import {self.import_id} was deleted while it ran")
+        if lead_import.status != ImportStatus.RUNNING or lead_import.checkpoint_row >= batch[0].row_number:
+            raise ImportSuperseded(
+                f"another run got to row {lead_import.checkpoint_row} ({lead_import.status.value}); "
+                f"this one stops at row {batch[0].row_number}"
+            )
+        if lead_import.cursor_start is None:
+            lead_import.cursor_start = cursor
+        rotation = RoundRobin(self.telecaller_ids, lead_import.cursor_start, lead_import.successful_rows)
+
+        existing = self.existing_leads({o.result.phone_number for o in batch if isinstance(o.result, tuple)})
+        now = utcnow()
+        leads, rejections = [], []
+        accepted: dict[str, int] = {}  # phone -> the row of this batch that became its lead
+        distribution = dict(lead_import.distribution or {})
+        invalid = duplicates = 0
+        for outcome in batch:
+            values = outcome.result
+            if not isinstance(values, tuple):
+                invalid += 1
+                rejections.append(self.rejection(outcome, "; ".join(values), duplicate=False))
+                continue
+            phone = values.phone_number
+            reason = self.duplicate_reason(phone, existing.get(phone), accepted.get(phone))
+            if reason is not None:
+                duplicates += 1
+                rejections.append(self.rejection(outcome, reason, duplicate=True))
+                continue
+            accepted[phone] = outcome.row_number
+            telecaller_id = rotation.next()
+            key = str(telecaller_id)
+            distribution[key] = distribution.get(key, 0) + 1
+            leads.append(
+                (self.branch_id, telecaller_id, self.import_id, outcome.row_number, *values, "new", now, now)
+            )
+
+        self.insert(Lead.__table__, LEAD_COLUMNS, leads)
+        self.insert(ImportRejection.__table__, REJECTION_COLUMNS, rejections)
+        advance_cursor(self.branch_id, len(leads))
+        lead_import.checkpoint_row = batch[-1].row_number
+        lead_import.processed_rows += len(batch)
+        lead_import.successful_rows += len(leads)
+        lead_import.failed_rows += invalid
+        lead_import.duplicate_rows += duplicates
+        lead_import.distribution = distribution
+        db.session.commit()
+        self.lead_import = lead_import
+
+    def rejection(self, outcome: RowOutcome, reasons: str, *, duplicate: bool) -> tuple:
+        cells = json.dumps(outcome.cells, ensure_ascii=False) if self.postgres else outcome.cells
+        return (self.import_id, outcome.row_number, duplicate, reasons, cells)
+
+    def duplicate_reason(self, phone: str, existing: tuple | None, earlier_row: int | None) -> str | None:
+        if earlier_row is not None:
+            return f"duplicate: phone {phone} is also on row {earlier_row} of this file"
+        if existing is None:
+            return None
+        import_id, source_row = existing
+        if import_id == self.import_id and source_row is not None:
+            return f"duplicate: phone {phone} is also on row {source_row} of this file"
+        return f"duplicate: phone {phone} is already a lead of this branch"
+
+    def existing_leads(self, phones: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
+        """phone -> (import_id, source_row) of the branch's leads that have one of phones."""
+        phones = list(phones)
+        if not phones:
+            return {}
+        if self.postgres:
+            # One array parameter, however many phones.
+            stmt = sa.text(
+                "SELECT phone_number, import_id, source_row FROM leads "
+                "WHERE branch_id = :branch_id AND phone_number = ANY(:phones)"
+            )
+            rows = db.session.execute(stmt, {"branch_id": self.branch_id, "phones": phones})
+            return {phone: (import_id, row) for phone, import_id, row in rows}
+        found = {}
+        for start in range(0, len(phones), SQLITE_IN_CHUNK):
+            chunk = phones[start : start + SQLITE_IN_CHUNK]
+            stmt = sa.select(Lead.phone_number, Lead.import_id, Lead.source_row).where(
+                Lead.branch_id == self.branch_id, Lead.phone_number.in_(chunk)
+            )
+            found.update({phone: (import_id, row) for phone, import_id, row in db.session.execute(stmt)})
+        return found
+
+    def insert(self, table: sa.Table, columns: Sequence[str], rows: list[tuple]) -> None:
+        """Insert rows in the current transaction: COPY on PostgreSQL, executemany elsewhere."""
+        if not rows:
+            return
+        if self.postgres:
+            raw = db.session.connection().connection.driver_connection  # psycopg 3, same transaction
+            statement = f"COPY {table.name} ({', '.join(columns)}) FROM STDIN"
+            with raw.cursor() as cursor, cursor.copy(statement) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        else:
+            db.session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
