@@ -22,9 +22,13 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
 
 
 def last_error_of(message: dict) -> str | None:
-    """The last line of the failed attempt's traceback (Dramatiq keeps it in the message's options)."""
+    """`ErrorType: message` of the last failed attempt, from the traceback Dramatiq keeps in the
+    message's options (`psycopg.OperationalError: …` reads `OperationalError: …`)."""
     lines = (message.get("options", {}).get("traceback") or "").strip().splitlines()
-    return lines[-1] if lines else None
+    if not lines:
+        return None
+    kind, separator, detail = lines[-1].partition(": ")
+    return kind.rsplit(".", 1)[-1] + separator + detail
 
 
 @actor(
