@@ -10,11 +10,13 @@ import io
 import re
 from types import SimpleNamespace
 
+import dramatiq
 import pytest
 from conftest import make_user
 from test_api_imports import DUPLICATE_ROW, INVALID_ROW, SAMPLE_CSV, csv_bytes, stored_files
 
 from edcrm.extensions import db
+from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, LeadImport, Role
 
 PASSWORD = "secret-password"
@@ -139,7 +141,7 @@ def test_an_upload_goes_to_its_page_which_shows_progress_counts_and_distribution
     assert "imports.js" in page  # the script that moves the bar
 
 
-def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker, stub_worker):
+def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker):
     login(client, people.admin[1])
     upload(client, telecaller_ids=[people.callers[0][0]])
     [lead_import] = imports_in(app)
@@ -150,7 +152,12 @@ def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker, 
     assert 'data-final="false"' in page
     assert f'data-progress-url="/imports/{lead_import.id}/progress"' in page
 
-    run_jobs(stub_broker, stub_worker)
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)  # started only now: the job waited until here
+    worker.start()
+    try:
+        run_jobs(stub_broker, worker)
+    finally:
+        stop_worker(stub_broker, worker)
     after = client.get(f"/imports/{lead_import.id}/progress").get_json()
     assert (after["status"], after["percent"], after["final"]) == ("completed", 100, True)
     assert after["processed_rows"] == after["total_rows"] == 8
