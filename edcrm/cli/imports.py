@@ -20,7 +20,6 @@ from ..jobs.broker import get_broker, is_in_memory
 from ..models import Branch, ImportStatus, LeadImport, Role, User
 from . import edcrm_cli
 
-FINAL = frozenset({ImportStatus.COMPLETED, ImportStatus.FAILED, ImportStatus.CANCELLED})
 POLL_SECONDS = 0.5
 
 
@@ -73,7 +72,7 @@ def _wait(import_id: int) -> LeadImport:
             if lead_import.processed_rows > shown:
                 bar.update(lead_import.processed_rows - shown)
                 shown = lead_import.processed_rows
-            if lead_import.status in FINAL:
+            if lead_import.is_final:
                 return lead_import
             time.sleep(POLL_SECONDS)
             lead_import = _current(import_id)

@@ -17,7 +17,6 @@ from ..import_uploads import limit_request_size, status_of
 from . import bp
 
 HISTORY_LIMIT = 200
-FINAL_STATUSES = frozenset({ImportStatus.COMPLETED, ImportStatus.FAILED, ImportStatus.CANCELLED})
 
 
 def _form_page(form: ImportForm, status: int = 200):
@@ -80,7 +79,7 @@ def progress(lead_import: LeadImport) -> dict:
     """What the page shows, as JSON for its polling script: the import, its percentage, whether it is
     over, and the distribution by telecaller email (every chosen telecaller, 0 for none yet)."""
     data = lead_import.to_dict()
-    final = lead_import.status in FINAL_STATUSES
+    final = lead_import.is_final
     if lead_import.total_rows:
         percent = min(100, round(100 * lead_import.processed_rows / lead_import.total_rows))
     else:
