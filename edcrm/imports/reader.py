@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ..storage import get_storage
-from ..storage.base import ObjectNotFound
+from ..storage.base import ObjectNotFound, Storage
 
 #: The bytes the encoding is detected on (the upload route checks the same amount).
 SAMPLE_BYTES = 64 * 1024
@@ -165,12 +165,15 @@ def read_sample(source, size: int = SAMPLE_BYTES) -> bytes:
 
 
 @contextmanager
-def open_text(key: str, encoding: str | None = None) -> Iterator[tuple[io.TextIOBase, str]]:
+def open_text(
+    key: str, encoding: str | None = None, storage: Storage | None = None
+) -> Iterator[tuple[io.TextIOBase, str]]:
     """The stored object as a text stream and its encoding (detected on its first bytes unless given).
+    storage defaults to the app's (pass it to read outside an app context).
 
     ObjectNotFound if the object is missing; NotCsv if it is not text.
     """
-    source = get_storage().open(key)
+    source = (storage or get_storage()).open(key)
     try:
         sample = read_sample(source)
         if encoding is None:
@@ -198,13 +201,13 @@ class CsvFile:
 
 
 @contextmanager
-def open_csv(key: str, encoding: str | None = None) -> Iterator[CsvFile]:
+def open_csv(key: str, encoding: str | None = None, storage: Storage | None = None) -> Iterator[CsvFile]:
     """The stored CSV under key, parsed as it streams in.
 
     Blank lines before the header are skipped (they still count as rows). Raises ObjectNotFound,
     NotCsv, EmptyCsv, and, while the records are read, CsvFormatError and UnicodeDecodeError.
     """
-    with open_text(key, encoding) as (text, encoding):
+    with open_text(key, encoding, storage) as (text, encoding):
         blank_lines = 0
         for first_line in text:
             if first_line.strip():
