@@ -9,7 +9,7 @@ FLASK  := $(BIN)/flask --app app
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test lint format bench-jobs clean
+.PHONY: run test lint format bench-jobs bench-import clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,9 @@ format: $(STAMP)
 
 bench-jobs: $(STAMP)
 	$(BIN)/python bench/jobs.py
+
+bench-import: $(STAMP)
+	$(BIN)/python bench/import.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache tests/artifacts

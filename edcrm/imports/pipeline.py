@@ -43,8 +43,10 @@ import io
 import json
 import logging
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import sqlalchemy as sa
@@ -168,9 +170,40 @@ def import_rows(lead_import: LeadImport, encoding: str) -> None:
         after_row=lead_import.checkpoint_row,
         render_copy=importer.postgres,
     )
-    with reader:
+    with prompt_thread_switches(), reader:
         for batch in reader:
             importer.commit_batch(batch)
+
+
+#: While an import runs: how long (seconds) a thread may hold the GIL while another waits for it.
+IMPORT_SWITCH_INTERVAL = 0.0005
+_switches_lock = threading.Lock()
+_switches_users = 0
+_switches_saved = 0.005
+
+
+@contextmanager
+def prompt_thread_switches() -> Iterator[None]:
+    """Lower the interpreter's switch interval (default 5 ms) while imports run in this process.
+
+    The job's thread spends most of an import waiting on PostgreSQL, and each time an answer arrives it
+    needs the GIL back from the reading thread, which is busy parsing and validating: with the default
+    interval each of the ~10 round trips of a batch can wait up to 5 ms for it. The setting is
+    process-wide, so it is counted: the last import to finish restores the previous value.
+    """
+    global _switches_users, _switches_saved
+    with _switches_lock:
+        if _switches_users == 0:
+            _switches_saved = sys.getswitchinterval()
+            sys.setswitchinterval(min(_switches_saved, IMPORT_SWITCH_INTERVAL))
+        _switches_users += 1
+    try:
+        yield
+    finally:
+        with _switches_lock:
+            _switches_users -= 1
+            if _switches_users == 0:
+                sys.setswitchinterval(_switches_saved)
 
 
 class BatchReader:
