@@ -25,9 +25,13 @@ def last_error_of(message: dict) -> str | None:
     """`ErrorType: message` of the last failed attempt, from the traceback Dramatiq keeps in the
     message's options (`psycopg.OperationalError: …` reads `OperationalError: …`)."""
     lines = (message.get("options", {}).get("traceback") or "").strip().splitlines()
-    if not lines:
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    # The exception's first line follows the last frame (its source lines are indented).
+    after = lines[frames[-1] + 1 :] if frames else lines
+    first = next((line for line in after if line and not line.startswith(" ")), None)
+    if first is None:
         return None
-    kind, separator, detail = lines[-1].partition(": ")
+    kind, separator, detail = first.partition(": ")
     return kind.rsplit(".", 1)[-1] + separator + detail
 
 

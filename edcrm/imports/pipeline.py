@@ -45,15 +45,17 @@ import logging
 import queue
 import sys
 import threading
+from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import psycopg
 import sqlalchemy as sa
 
 from ..extensions import db
 from ..jobs import Unrecoverable
-from ..models import ImportRejection, ImportStatus, Lead, LeadImport
+from ..models import Branch, ImportRejection, ImportStatus, Lead, LeadImport
 from ..models.lead_import import FINAL_STATUSES
 from ..models.types import utcnow
 from ..storage import ObjectNotFound, get_storage
@@ -169,6 +171,7 @@ def import_rows(lead_import: LeadImport, encoding: str) -> None:
         encoding,
         after_row=lead_import.checkpoint_row,
         render_copy=importer.postgres,
+        precheck=(db.engine, lead_import.branch_id) if importer.postgres else None,
     )
     with prompt_thread_switches(), reader:
         for batch in reader:
@@ -218,9 +221,19 @@ class BatchReader:
 
     _END = object()
 
-    def __init__(self, storage, key: str, encoding: str, *, after_row: int, render_copy: bool):
+    def __init__(
+        self,
+        storage,
+        key: str,
+        encoding: str,
+        *,
+        after_row: int,
+        render_copy: bool,
+        precheck: tuple[sa.Engine, int] | None = None,
+    ):
         self.storage, self.key, self.encoding, self.after_row = storage, key, encoding, after_row
         self.render_copy = render_copy
+        self.precheck = precheck  # (engine, branch_id): look the phones up ahead, on a connection of its own
         self.batches: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
         self.stopping = threading.Event()
         self.thread = threading.Thread(target=self._read, name="import-reader", daemon=True)
@@ -233,7 +246,7 @@ class BatchReader:
         self.stopping.set()  # the thread gives up within a put timeout, even if nobody takes its batch
         self.thread.join()
 
-    def __iter__(self) -> Iterator[list[RowOutcome]]:
+    def __iter__(self) -> Iterator[Batch]:
         while True:
             item = self.batches.get()
             if item is self._END:
@@ -247,7 +260,7 @@ class BatchReader:
             with open_csv(self.key, self.encoding, self.storage) as csv_file:
                 validate = RowValidator(map_columns(csv_file.header)).validate
                 render = CopyRenderer().render if self.render_copy else None
-                batch: list[RowOutcome] = []
+                batch = Batch()
                 size = BATCH_ROWS
                 for row_number, cells in csv_file.records:
                     if row_number <= self.after_row:
@@ -256,14 +269,29 @@ class BatchReader:
                     line = render(result) if render is not None and isinstance(result, tuple) else None
                     batch.append(RowOutcome(row_number, cells, result, line))
                     if len(batch) == size:
-                        if not self._put(batch):
+                        if not self._put(self._looked_up(batch)):
                             return
-                        batch = []
-                if batch and not self._put(batch):
+                        batch = Batch()
+                if batch and not self._put(self._looked_up(batch)):
                     return
             self._put(self._END)
         except BaseException as error:  # handed over, raised in the job's thread
             self._put(error)
+
+    def _looked_up(self, batch: Batch) -> Batch:
+        """batch, with its phones looked up among the branch's leads now (see Lookup)."""
+        if self.precheck is not None:
+            engine, branch_id = self.precheck
+            with engine.connect().execution_options(isolation_level="REPEATABLE READ") as conn:
+                # One snapshot for both: the cursor tells the committing thread what came in since.
+                cursor = conn.execute(
+                    sa.select(Branch.lead_cursor).where(Branch.id == branch_id)
+                ).scalar_one_or_none()
+                existing = find_leads(conn, branch_id, batch.phones(), postgres=True)
+                conn.rollback()
+            if cursor is not None:
+                batch.lookup = Lookup(cursor, existing)
+        return batch
 
     def _put(self, item) -> bool:
         while not self.stopping.is_set():
@@ -340,6 +368,31 @@ class RowOutcome:
     copy_values: str | None = None  # PostgreSQL: the values as the end of a COPY line
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """The branch's leads with a batch's phones, as a snapshot saw them, and the branch cursor then.
+
+    Done by the reading thread ahead of the batch's transaction, to take the lookup off the thread that
+    waits on PostgreSQL. It stays exact: in that transaction, with the branch row locked, the cursor
+    has moved by exactly the leads this import committed since (which the importer remembers) unless
+    another import of the branch committed leads in between, in which case the phones are looked up
+    again under the lock. (Leads written other than by an import would not move the cursor: the unique
+    constraint on (branch, phone) fails the COPY, and the batch is redone with a lookup under the lock.)
+    """
+
+    cursor: int
+    existing: dict[str, tuple[int | None, int | None]]
+
+
+class Batch(list):
+    """Rows of one transaction, in file order, and the reading thread's Lookup of their phones."""
+
+    lookup: Lookup | None = None
+
+    def phones(self) -> set[str]:
+        return {o.result.phone_number for o in self if isinstance(o.result, tuple)}
+
+
 class CopyRenderer:
     """A lead's values as the tail of a line of COPY's CSV format (in the reading thread, so the
     thread that waits on the database has less to do). None becomes an empty unquoted field, which
@@ -373,9 +426,27 @@ class BatchImporter:
         if not self.telecaller_ids:
             cancel(self.lead_import, "The import has no telecallers to assign leads to.")
         self.postgres = db.engine.dialect.name == "postgresql"
+        # (branch cursor before, phones accepted) of this import's last commits, for Lookup.
+        self.recent: deque[tuple[int, dict[str, int]]] = deque(maxlen=READ_AHEAD + 4)
 
     def commit_batch(self, batch: Sequence[RowOutcome]) -> None:
-        """Insert the batch's leads and rejections and move the checkpoint past it, in one transaction."""
+        """Insert the batch's leads and rejections and move the checkpoint past it, in one transaction.
+
+        Uses the reading thread's Lookup when it is still exact; if a lead it could not see breaks the
+        unique constraint on (branch, phone), the transaction is redone with a lookup under the lock.
+        """
+        lookup = getattr(batch, "lookup", None)
+        if lookup is None:
+            self._commit(batch, None)
+            return
+        try:
+            self._commit(batch, lookup)
+        except (sa.exc.IntegrityError, psycopg.errors.UniqueViolation):  # the latter from COPY
+            db.session.rollback()
+            log.info("import %s: a lead the look-ahead missed; redoing the batch", self.import_id)
+            self._commit(batch, None)
+
+    def _commit(self, batch: Sequence[RowOutcome], lookup: Lookup | None) -> None:
         cursor = lock_cursor(self.branch_id)
         lead_import = db.session.get(LeadImport, self.import_id, with_for_update=True, populate_existing=True)
         if lead_import is None:
@@ -389,7 +460,7 @@ class BatchImporter:
             lead_import.cursor_start = cursor
         rotation = RoundRobin(self.telecaller_ids, lead_import.cursor_start, lead_import.successful_rows)
 
-        existing = self.existing_leads({o.result.phone_number for o in batch if isinstance(o.result, tuple)})
+        existing = self.known_leads(batch, lookup, cursor)
         now = utcnow()
         # PostgreSQL: COPY lines; the columns known to the batch, then the reading thread's rendering.
         copy_prefix = f"{self.branch_id},{self.import_id},new,{now.isoformat()},{now.isoformat()},"
@@ -437,6 +508,7 @@ class BatchImporter:
         lead_import.distribution = distribution
         db.session.commit()
         self.lead_import = lead_import
+        self.recent.append((cursor, accepted))
 
     def rejection(self, outcome: RowOutcome, reasons: str, *, duplicate: bool) -> tuple:
         cells = json.dumps(outcome.cells, ensure_ascii=False) if self.postgres else outcome.cells
@@ -450,34 +522,23 @@ class BatchImporter:
             return f"duplicate: phone {phone} is also on row {source_row} of this file"
         return f"duplicate: phone {phone} is already a lead of this branch"
 
-    def existing_leads(self, phones: Iterable[str]) -> dict[str, tuple[int | None, int | None]]:
-        """phone -> (import_id, source_row) of the branch's leads that have one of phones."""
-        phones = sorted(phones)  # probes in index order: neighbouring pages, fewer cache misses
-        if not phones:
-            return {}
-        if self.postgres:
-            # One array parameter, however many phones, and one probe of the unique index on
-            # (branch_id, phone_number) per phone: the cost follows the batch, not the branch's size.
-            # (`phone_number = ANY(:phones)` lets the planner, misled by the statistics of a table that
-            # an import is filling, scan every lead of the branch for each batch: quadratic. OFFSET 0
-            # keeps the subquery a per-phone lookup.)
-            stmt = sa.text(
-                "SELECT l.phone_number, l.import_id, l.source_row "
-                "FROM unnest(CAST(:phones AS varchar[])) AS p(phone) CROSS JOIN LATERAL ("
-                "  SELECT phone_number, import_id, source_row FROM leads"
-                "  WHERE branch_id = :branch_id AND phone_number = p.phone OFFSET 0"
-                ") AS l"
-            )
-            rows = db.session.execute(stmt, {"branch_id": self.branch_id, "phones": phones})
-            return {phone: (import_id, row) for phone, import_id, row in rows}
-        found = {}
-        for start in range(0, len(phones), SQLITE_IN_CHUNK):
-            chunk = phones[start : start + SQLITE_IN_CHUNK]
-            stmt = sa.select(Lead.phone_number, Lead.import_id, Lead.source_row).where(
-                Lead.branch_id == self.branch_id, Lead.phone_number.in_(chunk)
-            )
-            found.update({phone: (import_id, row) for phone, import_id, row in db.session.execute(stmt)})
-        return found
+    def known_leads(
+        self, batch: Sequence[RowOutcome], lookup: Lookup | None, cursor: int
+    ) -> dict[str, tuple[int | None, int | None]]:
+        """phone -> (import_id, source_row) of the branch's leads with a phone of the batch, now (the
+        branch row locked): the look-ahead plus this import's commits since, or a lookup now."""
+        if lookup is not None:
+            since = [(before, phones) for before, phones in self.recent if before >= lookup.cursor]
+            # All of this import's commits since the snapshot are remembered (the deque reaches back past
+            # it), and they account for every move of the cursor: no other import committed meanwhile.
+            complete = len(self.recent) < (self.recent.maxlen or 0) or len(self.recent) > len(since)
+            if complete and cursor == lookup.cursor + sum(len(phones) for _, phones in since):
+                known = dict(lookup.existing)
+                for _, phones in since:
+                    known.update((phone, (self.import_id, row)) for phone, row in phones.items())
+                return known
+        phones = {o.result.phone_number for o in batch if isinstance(o.result, tuple)}
+        return find_leads(db.session, self.branch_id, phones, postgres=self.postgres)
 
     def insert(self, table: sa.Table, columns: Sequence[str], rows: list) -> None:
         """Insert rows in the current transaction: on PostgreSQL by COPY (CSV format; rows are tuples or
@@ -495,3 +556,34 @@ class BatchImporter:
                 copy.write("".join(rows))
         else:
             db.session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def find_leads(connection, branch_id: int, phones: Iterable[str], *, postgres: bool) -> dict:
+    """phone -> (import_id, source_row) of the branch's leads that have one of phones (connection: a
+    session or a Connection)."""
+    phones = sorted(phones)  # probes in index order: neighbouring pages, fewer cache misses
+    if not phones:
+        return {}
+    if postgres:
+        # One array parameter, however many phones, and one probe of the unique index on
+        # (branch_id, phone_number) per phone: the cost follows the batch, not the branch's size.
+        # (`phone_number = ANY(:phones)` lets the planner, misled by the statistics of a table that an
+        # import is filling, scan every lead of the branch for each batch: quadratic. OFFSET 0 keeps
+        # the subquery a per-phone lookup.)
+        stmt = sa.text(
+            "SELECT l.phone_number, l.import_id, l.source_row "
+            "FROM unnest(CAST(:phones AS varchar[])) AS p(phone) CROSS JOIN LATERAL ("
+            "  SELECT phone_number, import_id, source_row FROM leads"
+            "  WHERE branch_id = :branch_id AND phone_number = p.phone OFFSET 0"
+            ") AS l"
+        )
+        rows = connection.execute(stmt, {"branch_id": branch_id, "phones": phones})
+        return {phone: (import_id, row) for phone, import_id, row in rows}
+    found = {}
+    for start in range(0, len(phones), SQLITE_IN_CHUNK):
+        chunk = phones[start : start + SQLITE_IN_CHUNK]
+        stmt = sa.select(Lead.phone_number, Lead.import_id, Lead.source_row).where(
+            Lead.branch_id == branch_id, Lead.phone_number.in_(chunk)
+        )
+        found.update({phone: (import_id, row) for phone, import_id, row in connection.execute(stmt)})
+    return found

@@ -135,8 +135,20 @@ def test_a_100k_row_import_on_postgresql(pg_app, worker):
         batches = params if executemany else [params]
         parameters.extend(len(p) if p else 0 for p in batches)
 
-    import_id = queue_import(branch, rows_csv(rows), callers)
-    wait_all(worker)
+    lookups_under_lock = []
+    find_leads = pipeline.find_leads
+
+    def spy(connection, *args, **kwargs):
+        if connection is db.session:
+            lookups_under_lock.append(args)
+        return find_leads(connection, *args, **kwargs)
+
+    pipeline.find_leads = spy
+    try:
+        import_id = queue_import(branch, rows_csv(rows), callers)
+        wait_all(worker)
+    finally:
+        pipeline.find_leads = find_leads
     sa.event.remove(db.engine, "before_cursor_execute", count_parameters)
     db.session.expire_all()
     lead_import = db.session.get(LeadImport, import_id)
@@ -160,6 +172,49 @@ def test_a_100k_row_import_on_postgresql(pg_app, worker):
     assert report[1].startswith("2,phone '990000' is not a valid phone number")
     assert max(parameters) < MAX_PARAMETERS
     assert db.session.get(Branch, branch.id).lead_cursor == lead_import.successful_rows
+    assert lookups_under_lock == []  # every batch used the reading thread's look-ahead
+
+
+def test_a_lead_written_after_the_look_ahead_is_still_a_duplicate(pg_app, worker, monkeypatch):
+    """A lead that is not an import's (so the cursor does not move) lands between the reading thread's
+    lookup of a batch and the batch's transaction: the COPY meets the unique constraint, the batch is
+    redone with a lookup under the lock, and the row is reported as a duplicate."""
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    branch = Branch(name=f"Aluva {uuid.uuid4().hex[:6]}")
+    db.session.add(branch)
+    db.session.commit()
+    callers = telecallers(branch, 2)
+    looked_up = pipeline.BatchReader._looked_up
+    engine, branch_id = db.engine, branch.id
+    added = []
+
+    def then_someone_adds_a_lead(self, batch):  # in the reading thread
+        batch = looked_up(self, batch)
+        if batch[0].row_number == 102 and not added:  # the second batch, rows 102..201
+            added.append(True)
+            with engine.begin() as conn:
+                conn.execute(
+                    sa.insert(Lead.__table__).values(
+                        branch_id=branch_id, student_name="Walk-in", phone_number="+919800000150",
+                        status="new", created_at=sa.func.now(),
+                    )
+                )  # fmt: skip
+        return batch
+
+    monkeypatch.setattr(pipeline.BatchReader, "_looked_up", then_someone_adds_a_lead)
+    rows = [[f"S {n}", f"98{n:08d}", "", ""] for n in range(300)]
+
+    import_id = queue_import(branch, rows_csv(rows), callers)
+    wait_all(worker)
+    db.session.expire_all()
+    lead_import = db.session.get(LeadImport, import_id)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.successful_rows, lead_import.duplicate_rows) == (299, 1)
+    report = b"".join(iter_error_report(lead_import)).decode().splitlines()
+    assert report[1].startswith("152,duplicate: phone +919800000150 is already a lead of this branch")
+    phones = db.session.execute(sa.select(Lead.phone_number).where(Lead.branch_id == branch.id)).scalars()
+    assert sorted(phones) == sorted(f"+9198{n:08d}" for n in range(300))
 
 
 def test_two_imports_of_one_branch_at_once_stay_balanced_and_never_share_a_phone(pg_app, worker, monkeypatch):
