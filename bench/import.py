@@ -6,7 +6,8 @@
    `+91 98470 12301`, `098470-12301`, `919847012301`…; ~2% invalid rows, ~1% duplicate phones) into
    a CSV, and the leads those rows should become, normalised, into a second file.
 2. (a) raw COPY: the expected leads, streamed with `COPY … FROM STDIN (FORMAT csv)` into a table that is
-   identical to `leads` (same columns, defaults, indexes, unique and foreign-key constraints).
+   identical to `leads` (same columns, defaults, indexes, unique and foreign-key constraints); the
+   faster of two runs.
 3. (b) the actor: a real `dramatiq edcrm.actors --queues csv_import` worker (one process, one thread) on
    Redis, fed one `import_leads` message; timed from the send to the import's `completed`, which
    includes reading the file twice, validation, duplicate checks, COPY and the ledger. Its peak RSS
@@ -422,8 +423,17 @@ def main() -> None:
         size_mb = big.stat().st_size / 1e6
         print(f"  {size_mb:.1f} MB CSV: {valid:,} valid rows, {invalid:,} invalid, {dups:,} duplicates")
 
-        checkpoint(engine)
-        copied, copy_s = raw_copy(engine, big_leads)
+        # The raw COPY twice (emptied and checkpointed in between), keeping the faster: the baseline
+        # is PostgreSQL at its best, which makes the ratio below a conservative one.
+        copy_runs = []
+        for _ in range(2):
+            with engine.begin() as conn:
+                conn.execute(sa.text("TRUNCATE bench_leads"))
+            checkpoint(engine)
+            copy_runs.append(raw_copy(engine, big_leads))
+        copied, copy_s = min(copy_runs, key=lambda run: run[1])
+        with engine.begin() as conn:
+            conn.execute(sa.text("TRUNCATE bench_leads"))
         print(f"(a) raw COPY of {copied:,} leads: {copy_s:.2f} s, {copied / copy_s:,.0f} rows/s", flush=True)
 
         import_id = queue_file(engine, storage, big, branch_id, telecallers)

@@ -67,7 +67,7 @@ from .validation import LeadValues, RowValidator
 log = logging.getLogger(__name__)
 
 #: Rows validated, checked and inserted per transaction (and between two progress updates).
-BATCH_ROWS = 10_000
+BATCH_ROWS = 8_000
 #: Validated batches the reading thread may hold ready (memory: about READ_AHEAD + 2 batches).
 READ_AHEAD = 2
 #: Phones per `IN (...)` lookup on SQLite.
