@@ -5,11 +5,13 @@
       2. a first pass over the file: encoding, delimiter, header (a missing required column cancels
          the import, naming it and the headers found), strict parsing of every record (broken quoting
          cancels the import before a single lead is written) and the number of rows (`total_rows`);
-      3. a second pass, row by row, in batches of BATCH_ROWS: each row is validated (outside any
-         transaction), then, in ONE transaction per batch,
+      3. a second pass, row by row, in batches of BATCH_ROWS: a reading thread (BatchReader) parses and
+         validates each row and, on PostgreSQL, looks the batch's phones up among the branch's leads
+         ahead of time (Lookup); then, in ONE transaction per batch,
            - the branch row is locked (its round-robin cursor; this also serialises the duplicate check
              of concurrent imports of the branch) and the import row is locked,
-           - the batch's phones are looked up among the branch's leads in one query,
+           - the branch's leads with the batch's phones are known: the look-ahead plus this import's
+             commits since, when the cursor shows no other import committed meanwhile, else one query,
            - new leads are assigned round-robin and inserted (COPY on PostgreSQL, executemany on SQLite),
              rejected rows are inserted into import_rejections (for the error report),
            - the import's counts, distribution and checkpoint_row (the last row of the batch) are
@@ -27,8 +29,9 @@ import overlapping the first (a redelivery while the first worker still lives) f
 row's lock, a checkpoint past its batch and stops, leaving the work to the first.
 
 Duplicates: a phone already a lead of the branch, or accepted earlier in this file. Earlier batches of
-the file are committed leads by the time a batch is checked, so one query against the branch's leads
-finds both, and memory does not grow with the file (no set of every phone seen). Within a batch, a
+the file are committed leads by the time a batch is checked (or remembered, for the few committed since
+the look-ahead), so looking up the branch's leads finds both, and memory does not grow with the file
+(no set of every phone seen). Within a batch, a
 dict catches repeats. A row rejected as invalid does not claim its phone.
 
 Never a statement over 65,535 parameters: COPY has none; the duplicate lookup passes the batch's
