@@ -10,7 +10,7 @@ FLASK  := $(BIN)/flask --app app
 PORT   ?= 5000
 export PORT
 
-.PHONY: run test lint format bench-jobs bench-recordings clean
+.PHONY: run test lint format bench-jobs bench-import bench-recordings clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -45,6 +45,10 @@ bench-jobs: $(STAMP)
 # `make bench-recordings BENCH_ARGS="--size-mb 256"`; needs PostgreSQL and Redis (see bench/recordings.py).
 bench-recordings: $(STAMP)
 	$(BIN)/python bench/recordings.py $(BENCH_ARGS)
+
+# `make bench-import BENCH_ARGS="--rows 100000"`; needs PostgreSQL and Redis (see bench/import.py).
+bench-import: $(STAMP)
+	$(BIN)/python bench/import.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache tests/artifacts

@@ -28,7 +28,7 @@ from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
 from .auth import authenticate_token, parse_bearer
 from .extensions import db, login_manager
-from .models import CallLog, Lead, RecordingUpload, Role, User
+from .models import CallLog, Lead, LeadImport, RecordingUpload, Role, User
 
 ModelT = TypeVar("ModelT")
 
@@ -157,6 +157,18 @@ def call_log_for(user: User, call_log_id: object) -> CallLog:
     call_log = get_or_404(CallLog, call_log_id, "call log")
     authorize(user, "call log", branch_id=call_log.lead.branch_id, owner_id=call_log.telecaller_id)
     return call_log
+
+
+def visible_imports(user: User) -> sa.ColumnElement[bool]:
+    """The lead imports user sees: their branch's, for an admin; none for a telecaller."""
+    return branch_filter(user, LeadImport.branch_id)
+
+
+def import_for(user: User, import_id: object) -> LeadImport:
+    """A lead import, for an admin of its branch only."""
+    lead_import = get_or_404(LeadImport, import_id, "import")
+    authorize(user, "import", branch_id=lead_import.branch_id)
+    return lead_import
 
 
 def upload_for(user: User, upload_id: object) -> RecordingUpload:

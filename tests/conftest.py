@@ -136,6 +136,15 @@ def branch(app):
 
 
 @pytest.fixture
+def other_branch(branch):
+    """A second branch, whose people and records the first branch's must never reach."""
+    other = Branch(name="Thrissur")
+    db.session.add(other)
+    db.session.commit()
+    return other
+
+
+@pytest.fixture
 def admin(branch):
     return make_user(branch, Role.ADMIN, email="admin@kochi.test")
 

@@ -30,14 +30,6 @@ def lead(branch, telecaller):
     return make_lead(branch, telecaller)
 
 
-@pytest.fixture
-def other_branch(app):
-    branch = Branch(name="Thrissur")
-    db.session.add(branch)
-    db.session.commit()
-    return branch
-
-
 def log_call(client, user, **body):
     return client.post("/api/call-logs", json=body, headers=bearer(user))
 

@@ -25,14 +25,6 @@ def make_lead(branch: Branch, telecaller=None, name: str = "Student") -> Lead:
     return lead
 
 
-@pytest.fixture
-def other_branch(app):
-    branch = Branch(name="Thrissur")
-    db.session.add(branch)
-    db.session.commit()
-    return branch
-
-
 def ids(response) -> list[int]:
     return [item["id"] for item in response.get_json()["items"]]
 

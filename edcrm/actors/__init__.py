@@ -8,6 +8,6 @@ from ..jobs.broker import get_broker
 
 broker = get_broker()
 
-from . import maintenance, recordings  # noqa: E402  (after the broker, on purpose)
+from . import imports, maintenance, recordings  # noqa: E402  (after the broker, on purpose)
 
-__all__ = ["broker", "maintenance", "recordings"]
+__all__ = ["broker", "imports", "maintenance", "recordings"]

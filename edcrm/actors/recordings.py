@@ -7,7 +7,7 @@ chunks stay, so an operator can retry the job once storage is back.
 
 from __future__ import annotations
 
-from ..jobs import actor
+from ..jobs import actor, last_error
 from ..models import UploadStatus
 from ..recordings import finalize
 
@@ -18,8 +18,7 @@ RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
 @actor(queue_name="recordings", time_limit=60 * 1000)
 def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt to finalize an upload failed: the upload is failed, with the last error."""
-    lines = (message.get("options", {}).get("traceback") or "").strip().splitlines()
-    error = lines[-1] if lines else "the job failed after its retries"
+    error = last_error(message) or "the job failed after its retries"
     finalize.end(message["args"][0], UploadStatus.FAILED, error)
 
 

@@ -30,6 +30,17 @@ class Unrecoverable(Exception):
     """
 
 
+def last_error(message: dict) -> str | None:
+    """`ErrorType: message` of the last failed attempt of a message (as Dramatiq hands it to an
+    `on_retry_exhausted` actor), from the traceback kept in its options: `psycopg.OperationalError: …`
+    reads `OperationalError: …`."""
+    lines = (message.get("options", {}).get("traceback") or "").strip().splitlines()
+    if not lines:
+        return None
+    kind, separator, detail = lines[-1].partition(": ")
+    return kind.rsplit(".", 1)[-1] + separator + detail
+
+
 def init_app(app: Flask) -> None:
     """Make app the one that jobs of this process run in and write the ledger through."""
     global _app

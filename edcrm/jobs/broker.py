@@ -47,7 +47,15 @@ def build_broker(env: Mapping[str, str]) -> dramatiq.Broker:
     redis_url = env.get("REDIS_URL")
     if redis_url:
         # The client connects on first use, not here: nothing connects at import time.
-        return RedisBroker(url=redis_url, middleware=middleware)
+        # A worker that dies (SIGKILL, a lost machine) leaves its unacked messages to be redelivered
+        # once its heartbeat is older than the timeout, by the maintenance that a random share of
+        # broker commands (per million) runs. Dramatiq's defaults: 60 s and 1,000 per million.
+        return RedisBroker(
+            url=redis_url,
+            middleware=middleware,
+            heartbeat_timeout=env_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1),
+            maintenance_chance=env_int(env, "BROKER_MAINTENANCE_PER_MILLION", 1_000, minimum=0),
+        )
     return StubBroker(middleware=middleware)
 
 

@@ -19,6 +19,7 @@ import logging
 import threading
 import traceback
 import uuid
+import weakref
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
@@ -156,6 +157,8 @@ def engine_for(app: Flask) -> Engine:
                         max_overflow=20,
                         pool_recycle=1800,
                     )
+                    # Closed with its app (tests make many), not left to the garbage collector.
+                    weakref.finalize(app, engine.dispose)
                 app.extensions["edcrm_ledger_engine"] = engine
     return engine
 

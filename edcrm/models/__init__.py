@@ -4,7 +4,7 @@ from .branch import Branch
 from .call_log import CallLog, CallOutcome
 from .job import Job, JobError, JobState
 from .lead import Lead, LeadStatus
-from .lead_import import ImportStatus, LeadImport
+from .lead_import import ImportRejection, ImportStatus, LeadImport
 from .recording import Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
 from .user import ApiToken, Role, User
 
@@ -13,6 +13,7 @@ __all__ = [
     "Branch",
     "CallLog",
     "CallOutcome",
+    "ImportRejection",
     "ImportStatus",
     "Job",
     "JobError",

@@ -1,0 +1,31 @@
+"""The lead-import actors, on queue `csv_import`.
+
+`import_leads(import_id)` runs the pipeline (edcrm.imports.pipeline); it is safe to run again after a
+retry or a redelivery, which resume after the last committed batch. When its retries are exhausted,
+Dramatiq sends `import_leads_exhausted`, which marks the import failed and only then deletes the file:
+until that moment a retry may still need it.
+"""
+
+from __future__ import annotations
+
+from ..imports import pipeline
+from ..jobs import actor, last_error
+
+#: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
+IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
+
+
+@actor(queue_name="csv_import", time_limit=60 * 1000)
+def import_leads_exhausted(message: dict, retry_info: dict) -> None:
+    """The last attempt of an import_leads message failed: the import is failed, its file deleted."""
+    pipeline.fail_import(message["args"][0], last_error(message))
+
+
+@actor(
+    queue_name="csv_import",
+    time_limit=IMPORT_TIME_LIMIT_MS,
+    on_retry_exhausted=import_leads_exhausted.actor_name,
+)
+def import_leads(import_id: int) -> None:
+    """Import the CSV of LeadImport import_id into leads of its branch (see edcrm.imports.pipeline)."""
+    pipeline.run_import(import_id)

@@ -1,0 +1,64 @@
+"""What the API and the page share about a CSV upload: the request size limit, the telecaller ids of a
+form, and which HTTP status answers each reason an upload is rejected."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from flask import current_app, request
+
+from ..imports.upload import (
+    EmptyFile,
+    FileTooLarge,
+    ImportRejected,
+    InvalidTelecallers,
+    NotCsvFile,
+    NoTelecallers,
+    QueueUnavailable,
+)
+
+#: Room for the multipart framing and the other fields, on top of the file itself.
+MULTIPART_OVERHEAD = 64 * 1024
+
+REJECTION_STATUS: dict[type[ImportRejected], int] = {
+    InvalidTelecallers: 422,
+    NoTelecallers: 422,
+    EmptyFile: 422,
+    FileTooLarge: 413,
+    NotCsvFile: 415,
+    QueueUnavailable: 503,
+}
+
+
+def status_of(error: ImportRejected) -> int:
+    return REJECTION_STATUS.get(type(error), 422)
+
+
+def limit_request_size() -> None:
+    """Refuse (413) a request body much larger than MAX_CSV_BYTES before any of it is parsed.
+
+    Werkzeug spools file parts to temporary files as it parses, so an upload is never in memory; this
+    keeps an oversized one from filling the disk too. The exact limit is counted on the file itself.
+    """
+    request.max_content_length = current_app.config["MAX_CSV_BYTES"] + MULTIPART_OVERHEAD
+
+
+def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
+    """The ids of repeated fields and/or comma-separated values, in order, without repeats.
+
+    ValueError names the values that are not whole numbers.
+    """
+    ids, bad = [], []
+    for value in values:
+        for piece in value.split(","):
+            piece = piece.strip()
+            if not piece:
+                continue
+            if piece.isascii() and piece.isdigit() and 0 < int(piece) < 2**31:
+                ids.append(int(piece))
+            else:
+                bad.append(piece)
+    if bad:
+        shown = ", ".join(repr(value[:20]) for value in bad[:10])
+        raise ValueError(f"must be telecaller ids (whole numbers), not {shown}")
+    return list(dict.fromkeys(ids))
