@@ -137,13 +137,39 @@ def test_a_deleted_call_log_cancels_the_job_and_removes_the_chunks(
     app, telecaller, call_log, stub_broker, stub_worker
 ):
     upload = chunked(telecaller, call_log, wav(0.5), 2)
+    stub_worker.pause()  # the call log goes before the job runs
     job_id = uploads.complete(upload)
     db.session.delete(db.session.get(CallLog, call_log.id))
     db.session.commit()
+    stub_worker.resume()
     run_jobs(stub_broker, stub_worker)
 
     assert job(job_id).state is JobState.CANCELLED
     assert upload_of(upload.id).status is UploadStatus.CANCELLED
+    assert storage_files(app) == []
+
+
+def test_a_call_log_deleted_while_its_recording_is_stored_leaves_nothing_behind(
+    app, telecaller, call_log, stub_broker, stub_worker, monkeypatch
+):
+    """The call log goes after the object is stored but before the Recording is committed: the commit
+    fails, the object is removed, and the retry, finding the call log gone, cancels and removes the
+    chunks."""
+    real_duration = finalize.audio.duration
+
+    def delete_call_log_then_measure(kind, file):
+        db.session.execute(sa.delete(CallLog).where(CallLog.id == call_log.id))
+        db.session.commit()
+        return real_duration(kind, file)
+
+    monkeypatch.setattr(finalize.audio, "duration", delete_call_log_then_measure)
+    upload = chunked(telecaller, call_log, wav(0.5), 2)
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 2)
+    assert upload_of(upload.id).status is UploadStatus.CANCELLED
+    assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 0
     assert storage_files(app) == []
 
 

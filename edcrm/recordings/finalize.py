@@ -19,6 +19,7 @@ an object no row names; the retry stores it again under the same key, replacing 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import queue
@@ -85,17 +86,22 @@ def _build(upload: RecordingUpload) -> Recording:
     largest = db.session.execute(
         sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
     ).scalar()
-    with tempfile.TemporaryFile() as copy, PartsReader(storage, keys, copy, largest) as parts:
-        storage.save(key, parts)
-        size, sha256 = parts.size, parts.sha256()
-        problem = None
-        if upload.total_size is not None and size != upload.total_size:
-            problem = f"the recording has {size} bytes, not the announced {upload.total_size}"
-        elif upload.sha256 is not None and sha256 != upload.sha256:
-            problem = f"the recording's SHA-256 is {sha256}, not the announced {upload.sha256}"
-        if problem:
-            storage.delete(key)
-            raise UploadUnusable(problem)
+    with tempfile.NamedTemporaryFile(prefix="edcrm-recording-") as copy:
+        with PartsReader(storage, keys, largest) as parts:
+
+            def verify() -> None:  # before the object appears: a refused upload stores nothing
+                if upload.total_size is not None and parts.size != upload.total_size:
+                    raise UploadUnusable(
+                        f"the recording has {parts.size} bytes, not the announced {upload.total_size}"
+                    )
+                if upload.sha256 is not None and parts.sha256() != upload.sha256:
+                    raise UploadUnusable(
+                        f"the recording's SHA-256 is {parts.sha256()}, not the announced {upload.sha256}"
+                    )
+
+            blocks = iter(lambda: parts.read(BLOCK_SIZE), b"")
+            size = storage.assemble(key, blocks, copy, verify)
+        sha256 = parts.sha256()
         seconds = audio.duration(kind, copy)
     recording = Recording(
         call_log_id=upload.call_log_id,
@@ -106,11 +112,19 @@ def _build(upload: RecordingUpload) -> Recording:
         sha256=sha256,
         duration_seconds=seconds,
     )
-    db.session.add(recording)
-    db.session.flush()
-    upload.status, upload.recording_id, upload.error = UploadStatus.COMPLETED, recording.id, None
-    upload.updated_at = utcnow()
-    db.session.commit()
+    try:
+        db.session.add(recording)
+        db.session.flush()
+        upload.status, upload.recording_id, upload.error = UploadStatus.COMPLETED, recording.id, None
+        upload.updated_at = utcnow()
+        db.session.commit()
+    except BaseException:
+        # No row names the object (the call log was deleted meanwhile, or the database went away):
+        # remove it, so a retry that finds the call log gone leaves nothing behind.
+        db.session.rollback()
+        with contextlib.suppress(Exception):
+            storage.delete(key)
+        raise
     log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)
     return recording
 
@@ -147,12 +161,12 @@ class PartsReader:
     disk) for the duration reader, which must seek.
     """
 
-    FETCH_BUDGET = 16 * 1024 * 1024
+    FETCH_BUDGET = 8 * 1024 * 1024
     MAX_FETCHERS = 6
     _END = object()
 
-    def __init__(self, storage: Storage, keys: list[str], copy: BinaryIO, largest_part: int | None = None):
-        self.size, self._digest, self._copy = 0, hashlib.sha256(), copy
+    def __init__(self, storage: Storage, keys: list[str], largest_part: int | None = None):
+        self.size, self._digest = 0, hashlib.sha256()
         self._blocks: queue.Queue = queue.Queue(maxsize=2 if len(keys) > 1 else 8)
         self._pending = b""
         self._stop = threading.Event()
@@ -211,7 +225,6 @@ class PartsReader:
             self._pending = b""
         self.size += len(data)
         self._digest.update(data)
-        self._copy.write(data)
         return data
 
     def sha256(self) -> str:
@@ -223,7 +236,6 @@ class PartsReader:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
-        self._copy.seek(0)
 
 
 def _finish(upload: RecordingUpload, recording: Recording) -> None:
