@@ -4,17 +4,19 @@
       1. the upload, its call log and its parts must exist, else Unrecoverable (cancelled);
       2. if a Recording of this upload exists, an earlier run committed it: only the cleanup is left;
       3. the audio type is read from the first bytes (it names the final object);
-      4. the parts are streamed in order, read ahead by a thread, into the final object under
-         recordings/… (S3: a multipart upload of 8 MiB parts, so chunks of any size are gathered into
-         parts of at least 5 MiB; local: a streamed copy and a rename), hashed and counted as they pass,
-         with a copy on local disk for the duration reader (memory stays bounded); a size or SHA-256
-         other than the client announced removes the object again;
+      4. the parts are streamed in order, fetched ahead by threads, through Storage.assemble into the
+         final object under recordings/…, hashed and counted as they pass: they are spooled to a local
+         temporary file (which the duration reader then seeks in) and, on S3, each 8 MiB part of the
+         spool goes up as a multipart part as soon as it is complete, read from disk, so chunks of any
+         size become parts of at least 5 MiB and memory stays bounded. The total size and SHA-256 the
+         client announced are checked before the object appears (a mismatch stores nothing);
       5. one transaction creates the Recording and marks the upload completed;
       6. only then are the chunks deleted.
 
 A transient error (S3 or the database unreachable) raises as it is: the job is retried with backoff and,
-the parts being deleted only after step 5, loses nothing. A run that dies between steps 4 and 5 leaves
-an object no row names; the retry stores it again under the same key, replacing it.
+the parts being deleted only after step 5, loses nothing. If step 5 fails (the call log deleted meanwhile,
+the database gone), the object is removed again; a run killed between steps 4 and 5 leaves an object no
+row names, which the retry stores again under the same key, replacing it.
 """
 
 from __future__ import annotations
@@ -152,13 +154,12 @@ def _detect(storage: Storage, first_key: str, upload_id: str) -> audio.AudioType
 
 
 class PartsReader:
-    """The parts of an upload as one stream, in order, for Storage.save.
+    """The parts of an upload as one stream, in order, for Storage.assemble.
 
     Threads fetch the next chunks while the ones before them are being stored, so storage latency
     overlaps the upload: up to FETCH_BUDGET bytes of whole chunks at once (chunks are small, at most
     MAX_CHUNK_BYTES), or, for a single part (a one-shot file), a few blocks ahead. Memory stays bounded
-    whatever the recording's size. What passes is counted, hashed and copied to `copy` (a file on local
-    disk) for the duration reader, which must seek.
+    whatever the recording's size. What passes is counted and hashed.
     """
 
     FETCH_BUDGET = 8 * 1024 * 1024
