@@ -123,6 +123,7 @@ def test_chunks_out_of_order_and_resent_become_the_recording(
 
     status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
     assert status["status"] == "completed", status
+    assert (status["received"], status["missing"]) == ([0, 1, 2], [])
     assert status["job_id"] == job_id and status["recording_id"] is not None
     recording = client.get(f"/api/call-logs/{call_log.id}", headers=auth).json["recording"]
     assert recording["id"] == status["recording_id"]

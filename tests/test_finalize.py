@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import time
 
 import pytest
 import sqlalchemy as sa
@@ -136,13 +137,39 @@ def test_a_deleted_call_log_cancels_the_job_and_removes_the_chunks(
     app, telecaller, call_log, stub_broker, stub_worker
 ):
     upload = chunked(telecaller, call_log, wav(0.5), 2)
+    stub_worker.pause()  # the call log goes before the job runs
+    job_id = uploads.complete(upload)
     db.session.delete(db.session.get(CallLog, call_log.id))
     db.session.commit()
-    job_id = uploads.complete(upload)
+    stub_worker.resume()
     run_jobs(stub_broker, stub_worker)
 
     assert job(job_id).state is JobState.CANCELLED
     assert upload_of(upload.id).status is UploadStatus.CANCELLED
+    assert storage_files(app) == []
+
+
+def test_a_call_log_deleted_while_its_recording_is_stored_leaves_nothing_behind(
+    app, telecaller, call_log, stub_broker, stub_worker, monkeypatch
+):
+    """The call log goes after the object is stored but before the Recording is committed: the commit
+    fails, the object is removed, and the retry, finding the call log gone, cancels and removes the
+    chunks."""
+    real_duration = finalize.audio.duration
+
+    def delete_call_log_then_measure(kind, file):
+        db.session.execute(sa.delete(CallLog).where(CallLog.id == call_log.id))
+        db.session.commit()
+        return real_duration(kind, file)
+
+    monkeypatch.setattr(finalize.audio, "duration", delete_call_log_then_measure)
+    upload = chunked(telecaller, call_log, wav(0.5), 2)
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker)
+
+    assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 2)
+    assert upload_of(upload.id).status is UploadStatus.CANCELLED
+    assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 0
     assert storage_files(app) == []
 
 
@@ -247,6 +274,50 @@ def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
     run_jobs(stub_broker, stub_worker)
     assert job(job_id).state is JobState.SUCCEEDED
     recording = db.session.get(CallLog, call_log.id).recording
+    with get_storage().open(recording.storage_key) as stored:
+        assert stored.read() == audio
+    assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]
+
+
+def wait_for(predicate, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
+    s3_app,
+    s3_server,  # noqa: F811
+    telecaller,
+    call_log,
+    stub_broker,
+    stub_worker,
+    monkeypatch,
+):
+    """S3 is down when the job first runs: the attempt fails, the job waits its backoff with every chunk
+    kept; S3 comes back (same port) and the next attempt, with no operator, stores the recording."""
+    # A backoff long enough to look at the chunks between the attempts (2 to 4 s, with the jitter).
+    monkeypatch.setitem(process_chunked_recording.options, "min_backoff", 4_000)
+    monkeypatch.setitem(process_chunked_recording.options, "max_backoff", 4_000)
+    audio = amr(2.0)
+    upload = chunked(telecaller, call_log, audio, 5, sha256=hashlib.sha256(audio).hexdigest())
+    chunk_keys = s3_keys(s3_server, s3_app)
+
+    with s3_server.stopped():
+        job_id = uploads.complete(upload)
+        wait_for(lambda: job(job_id).state is JobState.RETRYING)
+        failed_attempt = job(job_id)
+        assert failed_attempt.attempts == 1
+        assert "Could not connect" in failed_attempt.errors[0].error
+        assert upload_of(upload.id).status is UploadStatus.PROCESSING  # not over: it is being retried
+    assert s3_keys(s3_server, s3_app) == chunk_keys  # S3 is back, the retry not yet run: all kept
+
+    run_jobs(stub_broker, stub_worker)
+    done = job(job_id)
+    assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
+    recording = db.session.get(CallLog, call_log.id).recording
+    assert upload_of(upload.id).recording_id == recording.id
     with get_storage().open(recording.storage_key) as stored:
         assert stored.read() == audio
     assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]

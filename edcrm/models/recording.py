@@ -107,12 +107,18 @@ class RecordingUpload(db.Model):
         return [index for index in range(self.expected_chunks) if index not in have]
 
     def to_dict(self) -> dict:
-        received = self.received_indexes() if self.kind is UploadKind.CHUNKED else []
+        if self.kind is UploadKind.SINGLE:
+            received, missing = [], []
+        elif self.status is UploadStatus.COMPLETED:  # every chunk arrived; their rows went with them
+            received, missing = list(range(self.expected_chunks)), []
+        else:
+            received = self.received_indexes()
+            missing = self.missing_indexes(received)
         return {
             "upload_id": self.id,
             "status": self.status.value,
             "received": received,
-            "missing": self.missing_indexes(received) if self.kind is UploadKind.CHUNKED else [],
+            "missing": missing,
             "call_log_id": self.call_log_id,
             "recording_id": self.recording_id,
             "job_id": self.job_id,

@@ -4,17 +4,19 @@
       1. the upload, its call log and its parts must exist, else Unrecoverable (cancelled);
       2. if a Recording of this upload exists, an earlier run committed it: only the cleanup is left;
       3. the audio type is read from the first bytes (it names the final object);
-      4. the parts are streamed in order, read ahead by a thread, into the final object under
-         recordings/… (S3: a multipart upload of 8 MiB parts, so chunks of any size are gathered into
-         parts of at least 5 MiB; local: a streamed copy and a rename), hashed and counted as they pass,
-         with a copy on local disk for the duration reader (memory stays bounded); a size or SHA-256
-         other than the client announced removes the object again;
+      4. the parts are streamed in order, fetched ahead by threads, through Storage.assemble into the
+         final object under recordings/…, hashed and counted as they pass: they are spooled to a local
+         temporary file (which the duration reader then seeks in) and, on S3, each 8 MiB part of the
+         spool goes up as a multipart part as soon as it is complete, read from disk, so chunks of any
+         size become parts of at least 5 MiB and memory stays bounded. The total size and SHA-256 the
+         client announced are checked before the object appears (a mismatch stores nothing);
       5. one transaction creates the Recording and marks the upload completed;
       6. only then are the chunks deleted.
 
 A transient error (S3 or the database unreachable) raises as it is: the job is retried with backoff and,
-the parts being deleted only after step 5, loses nothing. A run that dies between steps 4 and 5 leaves
-an object no row names; the retry stores it again under the same key, replacing it.
+the parts being deleted only after step 5, loses nothing. If step 5 fails (the call log deleted meanwhile,
+the database gone), the object is removed again; a run killed between steps 4 and 5 leaves an object no
+row names, which the retry stores again under the same key, replacing it.
 """
 
 from __future__ import annotations
@@ -85,17 +87,22 @@ def _build(upload: RecordingUpload) -> Recording:
     largest = db.session.execute(
         sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
     ).scalar()
-    with tempfile.TemporaryFile() as copy, PartsReader(storage, keys, copy, largest) as parts:
-        storage.save(key, parts)
-        size, sha256 = parts.size, parts.sha256()
-        problem = None
-        if upload.total_size is not None and size != upload.total_size:
-            problem = f"the recording has {size} bytes, not the announced {upload.total_size}"
-        elif upload.sha256 is not None and sha256 != upload.sha256:
-            problem = f"the recording's SHA-256 is {sha256}, not the announced {upload.sha256}"
-        if problem:
-            storage.delete(key)
-            raise UploadUnusable(problem)
+    with tempfile.NamedTemporaryFile(prefix="edcrm-recording-") as copy:
+        with PartsReader(storage, keys, largest) as parts:
+
+            def verify() -> None:  # before the object appears: a refused upload stores nothing
+                if upload.total_size is not None and parts.size != upload.total_size:
+                    raise UploadUnusable(
+                        f"the recording has {parts.size} bytes, not the announced {upload.total_size}"
+                    )
+                if upload.sha256 is not None and parts.sha256() != upload.sha256:
+                    raise UploadUnusable(
+                        f"the recording's SHA-256 is {parts.sha256()}, not the announced {upload.sha256}"
+                    )
+
+            blocks = iter(lambda: parts.read(BLOCK_SIZE), b"")
+            size = storage.assemble(key, blocks, copy, verify)
+        sha256 = parts.sha256()
         seconds = audio.duration(kind, copy)
     recording = Recording(
         call_log_id=upload.call_log_id,
@@ -114,7 +121,8 @@ def _build(upload: RecordingUpload) -> Recording:
         db.session.commit()
     except sa.exc.IntegrityError:
         # The call log was deleted while its recording was being stored: remove the object again; the
-        # retry finds the call log gone and cancels.
+        # retry finds the call log gone and cancels. (Only then: after another error the commit may
+        # have happened, and the object is the recording.)
         db.session.rollback()
         storage.delete(key)
         raise
@@ -145,21 +153,20 @@ def _detect(storage: Storage, first_key: str, upload_id: str) -> audio.AudioType
 
 
 class PartsReader:
-    """The parts of an upload as one stream, in order, for Storage.save.
+    """The parts of an upload as one stream, in order, for Storage.assemble.
 
     Threads fetch the next chunks while the ones before them are being stored, so storage latency
     overlaps the upload: up to FETCH_BUDGET bytes of whole chunks at once (chunks are small, at most
     MAX_CHUNK_BYTES), or, for a single part (a one-shot file), a few blocks ahead. Memory stays bounded
-    whatever the recording's size. What passes is counted, hashed and copied to `copy` (a file on local
-    disk) for the duration reader, which must seek.
+    whatever the recording's size. What passes is counted and hashed.
     """
 
-    FETCH_BUDGET = 16 * 1024 * 1024
+    FETCH_BUDGET = 8 * 1024 * 1024
     MAX_FETCHERS = 6
     _END = object()
 
-    def __init__(self, storage: Storage, keys: list[str], copy: BinaryIO, largest_part: int | None = None):
-        self.size, self._digest, self._copy = 0, hashlib.sha256(), copy
+    def __init__(self, storage: Storage, keys: list[str], largest_part: int | None = None):
+        self.size, self._digest = 0, hashlib.sha256()
         self._blocks: queue.Queue = queue.Queue(maxsize=2 if len(keys) > 1 else 8)
         self._pending = b""
         self._stop = threading.Event()
@@ -218,7 +225,6 @@ class PartsReader:
             self._pending = b""
         self.size += len(data)
         self._digest.update(data)
-        self._copy.write(data)
         return data
 
     def sha256(self) -> str:
@@ -230,7 +236,6 @@ class PartsReader:
     def __exit__(self, *exc_info) -> None:
         self._stop.set()
         self._thread.join()
-        self._copy.seek(0)
 
 
 def _finish(upload: RecordingUpload, recording: Recording) -> None:

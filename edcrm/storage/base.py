@@ -8,6 +8,8 @@ every backend, so a key that one backend refuses is refused by all.
 from __future__ import annotations
 
 import abc
+import os
+from collections.abc import Callable, Iterable
 from typing import BinaryIO, Protocol
 
 #: Block size of every copy: big enough for throughput, small enough to keep memory flat.
@@ -81,6 +83,27 @@ class Storage(abc.ABC):
         Atomic: readers see the old object or the whole new one, never a part, and a failed save
         leaves nothing behind.
         """
+
+    def save_file(self, key: str, path: str | os.PathLike) -> int:
+        """Store the local file at path under key, like save; return its size. Backends that can read a
+        file part by part straight from disk (S3: one part per request, no part held in memory)
+        override it."""
+        with open(path, "rb") as file:
+            return self.save(key, file)
+
+    def assemble(
+        self, key: str, blocks: Iterable[bytes], spool: BinaryIO, verify: Callable[[], None] = lambda: None
+    ) -> int:
+        """Store the concatenation of blocks under key; return its size. Memory stays bounded: the
+        blocks are written to spool (a named local file the caller keeps, e.g. to read the audio's
+        duration) and stored from there. verify runs once every block is spooled and before the object
+        appears: if it raises, nothing is stored. This default stores the whole spool at the end; S3
+        sends its parts while the spool is still growing."""
+        for block in blocks:
+            spool.write(block)
+        spool.flush()
+        verify()
+        return self.save_file(key, spool.name)
 
     @abc.abstractmethod
     def open(self, key: str) -> BinaryIO:

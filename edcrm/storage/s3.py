@@ -7,7 +7,11 @@ nothing connects at import or app creation.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from typing import Any, BinaryIO
 from urllib.parse import quote
 
@@ -28,6 +32,10 @@ DEFAULT_TRANSFER_CONFIG = TransferConfig(
 )
 # An s3transfer setting that boto3's TransferConfig takes only as an attribute.
 DEFAULT_TRANSFER_CONFIG.max_in_memory_upload_chunks = 4
+
+#: Storage.assemble: parts of 8 MiB (S3's minimum is 5 MiB), 4 going up at once, each read from disk.
+ASSEMBLE_PART_SIZE = 8 * MIB
+ASSEMBLE_CONCURRENCY = 4
 
 #: SigV4 presigned URLs live at most a week.
 MAX_URL_EXPIRY = 7 * 24 * 3600
@@ -90,6 +98,53 @@ class _FullReader:
         return data
 
 
+class FileRegion:
+    """length bytes of a local file from offset, as a seekable stream (a part of a multipart upload:
+    botocore hashes it for the signature, seeks back, then sends it block by block)."""
+
+    def __init__(self, path: str, offset: int, length: int):
+        self._file = open(path, "rb")  # noqa: SIM115  (closed by __exit__)
+        self._offset, self._length, self._position = offset, length, 0
+
+    def __len__(self) -> int:
+        return self._length
+
+    def read(self, size: int = -1) -> bytes:
+        left = self._length - self._position
+        size = left if size is None or size < 0 else min(size, left)
+        self._file.seek(self._offset + self._position)
+        data = self._file.read(size)
+        self._position += len(data)
+        return data
+
+    def seek(self, position: int, whence: int = os.SEEK_SET) -> int:
+        base = {os.SEEK_SET: 0, os.SEEK_CUR: self._position, os.SEEK_END: self._length}[whence]
+        self._position = max(0, min(self._length, base + position))
+        return self._position
+
+    def tell(self) -> int:
+        return self._position
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> FileRegion:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+def _wait_for_room(parts: list[Future], concurrency: int) -> None:
+    """Block until fewer than concurrency parts are in flight; raise the error of a part that failed."""
+    pending = [part for part in parts if not part.done()]
+    if len(pending) >= concurrency:
+        wait(pending, return_when=FIRST_COMPLETED)
+    for part in parts:
+        if part.done() and part.exception() is not None:
+            raise part.exception()
+
+
 class S3Storage(Storage):
     def __init__(
         self,
@@ -136,6 +191,72 @@ class S3Storage(Storage):
         # A multipart upload that fails is aborted by s3transfer: no partial object ever appears.
         self.client.upload_fileobj(reader, self.bucket, object_key, Config=self.transfer_config)
         return reader.count
+
+    def save_file(self, key: str, path: str | os.PathLike) -> int:
+        # From a file name, s3transfer reads each part from disk as it sends it (a stream, however
+        # large the part), where from a file object it would hold every part in flight in memory.
+        object_key = self.object_key(key)
+        size = os.path.getsize(path)
+        self.client.upload_file(os.fspath(path), self.bucket, object_key, Config=self.transfer_config)
+        return size
+
+    def assemble(
+        self, key: str, blocks: Iterable[bytes], spool: BinaryIO, verify: Callable[[], None] = lambda: None
+    ) -> int:
+        """A multipart upload whose parts go up from the spool, each as soon as it is complete on disk,
+        while the next ones are still being written: the upload overlaps the reading of the blocks, and
+        no part is ever held in memory (botocore streams it from its file region). Blocks of any size
+        are gathered into parts of ASSEMBLE_PART_SIZE (S3 wants 5 MiB at least but for the last). On any
+        failure, or when verify refuses the bytes, the upload is aborted: no object, no stray parts."""
+        object_key = self.object_key(key)
+        part_size, size, parts = ASSEMBLE_PART_SIZE, 0, []
+        upload_id = None
+        pool = ThreadPoolExecutor(ASSEMBLE_CONCURRENCY, thread_name_prefix="edcrm-s3-part")
+        try:
+            for block in blocks:
+                spool.write(block)
+                size += len(block)
+                while size >= (len(parts) + 1) * part_size:  # the next part is complete on disk
+                    if upload_id is None:
+                        created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key)
+                        upload_id = created["UploadId"]
+                    spool.flush()
+                    part = self._send_part(pool, object_key, upload_id, spool.name, len(parts), part_size)
+                    parts.append(part)
+                    _wait_for_room(parts, ASSEMBLE_CONCURRENCY)
+            spool.flush()
+            verify()
+            if upload_id is None:  # small: one ordinary PUT
+                pool.shutdown()
+                return self.save_file(key, spool.name)
+            last = size - len(parts) * part_size
+            if last:
+                parts.append(self._send_part(pool, object_key, upload_id, spool.name, len(parts), last))
+            done = [{"PartNumber": number + 1, "ETag": part.result()} for number, part in enumerate(parts)]
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=object_key, UploadId=upload_id, MultipartUpload={"Parts": done}
+            )
+            return size
+        except BaseException:
+            for part in parts:
+                part.cancel()
+            pool.shutdown(wait=True)
+            if upload_id is not None:
+                with contextlib.suppress(Exception):  # the original error matters more
+                    self.client.abort_multipart_upload(Bucket=self.bucket, Key=object_key, UploadId=upload_id)
+            raise
+        finally:
+            pool.shutdown(wait=True)
+
+    def _send_part(self, pool, object_key: str, upload_id: str, path: str, index: int, length: int) -> Future:
+        def send() -> str:
+            with FileRegion(path, index * ASSEMBLE_PART_SIZE, length) as body:
+                answer = self.client.upload_part(
+                    Bucket=self.bucket, Key=object_key, UploadId=upload_id, PartNumber=index + 1, Body=body
+                )
+            return answer["ETag"]
+
+        return pool.submit(send)
 
     def open(self, key: str) -> BinaryIO:
         try:
