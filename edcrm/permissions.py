@@ -28,7 +28,7 @@ from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
 from .auth import authenticate_token, parse_bearer
 from .extensions import db, login_manager
-from .models import CallLog, Lead, LeadImport, RecordingUpload, Role, User
+from .models import CallLog, Job, Lead, LeadImport, RecordingUpload, Role, User
 
 ModelT = TypeVar("ModelT")
 
@@ -185,3 +185,25 @@ def upload_for(user: User, upload_id: object) -> RecordingUpload:
     owner = db.session.get(User, upload.telecaller_id)
     authorize(user, "upload", branch_id=owner.branch_id, owner_id=upload.telecaller_id)
     return upload
+
+
+def visible_jobs(user: User) -> sa.ColumnElement[bool]:
+    """The jobs user sees: for an admin, their branch's and the system's (branch_id NULL: the pruners,
+    a ping); none for a telecaller."""
+    if not user.is_admin:
+        return sa.false()
+    return sa.or_(Job.branch_id == user.branch_id, Job.branch_id.is_(None))
+
+
+def job_for(user: User, job_id: object) -> Job:
+    """A job (by its Dramatiq message id), for an admin of its branch, or any admin for a system job."""
+    if not isinstance(job_id, str) or not 0 < len(job_id) <= 64:
+        raise NotFound("No such job.")
+    job = db.session.get(Job, job_id)
+    if job is None:
+        raise NotFound("No such job.")
+    if job.branch_id is None:
+        require_role(user, frozenset({Role.ADMIN}))
+    else:
+        authorize(user, "job", branch_id=job.branch_id)
+    return job

@@ -310,7 +310,7 @@ def test_when_the_database_fails_the_stored_file_is_deleted(app, admin, callers,
     def broken(*args, **kwargs):
         raise RuntimeError("database went away")
 
-    monkeypatch.setattr(import_leads, "message", broken)
+    monkeypatch.setattr(import_leads, "message_with_options", broken)
 
     with pytest.raises(RuntimeError):
         upload_module.start_import(admin, io.BytesIO(SAMPLE_CSV), "leads.csv", [callers[0].id])

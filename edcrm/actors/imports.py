@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..imports import pipeline
 from ..jobs import actor, last_error
+from ..jobs.subjects import IMPORT
 
 #: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
 IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
@@ -25,6 +26,7 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     queue_name="csv_import",
     time_limit=IMPORT_TIME_LIMIT_MS,
     on_retry_exhausted=import_leads_exhausted.actor_name,
+    serves=IMPORT,
 )
 def import_leads(import_id: int) -> None:
     """Import the CSV of LeadImport import_id into leads of its branch (see edcrm.imports.pipeline)."""

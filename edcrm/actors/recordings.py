@@ -8,6 +8,7 @@ chunks stay, so an operator can retry the job once storage is back.
 from __future__ import annotations
 
 from ..jobs import actor, last_error
+from ..jobs.subjects import RECORDING_UPLOAD
 from ..models import UploadStatus
 from ..recordings import finalize
 
@@ -26,6 +27,7 @@ def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    serves=RECORDING_UPLOAD,
 )
 def process_chunked_recording(upload_id: str) -> None:
     """Assemble a chunked upload's chunks into its call's Recording."""
@@ -36,6 +38,7 @@ def process_chunked_recording(upload_id: str) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    serves=RECORDING_UPLOAD,
 )
 def process_recording_upload(upload_id: str) -> None:
     """Store a one-shot upload's file as its call's Recording."""

@@ -58,7 +58,7 @@ def retry(job_id):
     """Send a failed or cancelled job again."""
     try:
         click.echo(f"{ledger.retry(job_id).id} {JobState.ENQUEUED.value}")
-    except (ledger.JobNotFound, ledger.JobStateConflict) as exc:
+    except (ledger.JobNotFound, ledger.JobStateConflict, ledger.BrokerUnavailable) as exc:
         _fail(exc)
 
 

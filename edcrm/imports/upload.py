@@ -230,7 +230,8 @@ def start_branch_import(
         )
         db.session.add(lead_import)
         db.session.flush()
-        message = import_leads.message(lead_import.id)
+        # The branch rides along, so the ledger files the job under it (edcrm.jobs.ledger.BRANCH).
+        message = import_leads.message_with_options(args=(lead_import.id,), branch_id=branch_id)
         lead_import.job_id = message.message_id
         # Committed before the message is sent, so a worker always finds the import.
         db.session.commit()

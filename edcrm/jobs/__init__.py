@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import dramatiq
 
 from .broker import DEFAULT_MAX_RETRIES, get_broker
+from .subjects import SERVES
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -60,15 +61,24 @@ def job_app() -> Flask:
 
 
 def actor(
-    *, queue_name: str = "default", time_limit: int = 10 * 60 * 1000, **options: Any
+    *,
+    queue_name: str = "default",
+    time_limit: int = 10 * 60 * 1000,
+    serves: str | None = None,
+    **options: Any,
 ) -> Callable[[Callable], dramatiq.Actor]:
     """Declare an edcrm actor: retried 3 times with the configured backoff, never retried on
     Unrecoverable, and run inside its own Flask app context (a fresh database session per message).
 
     time_limit is in milliseconds; pick one that fits the work, large imports and recordings included.
+    serves names the kind of record the first argument is the id of (edcrm.jobs.subjects), so that the
+    jobs pages can link a job to it.
     """
 
     def decorator(fn: Callable) -> dramatiq.Actor:
+        if serves is not None:
+            SERVES[fn.__name__] = serves
+
         @functools.wraps(fn)
         def run_in_app_context(*args, **kwargs):
             with job_app().app_context():

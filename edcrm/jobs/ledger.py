@@ -42,12 +42,18 @@ _engine_lock = threading.Lock()
 #: Message options that describe one delivery, not the job: never stored, never re-sent.
 _VOLATILE_OPTIONS = {"eta", "redis_message_id", "retries", "traceback", "requeue_timestamp", "ledger_token"}
 TOKEN = "ledger_token"
+#: The message option naming the branch a job serves (sent by edcrm.jobs.send); kept across retries.
+BRANCH = "branch_id"
 _jobs = Job.__table__
 _errors = JobError.__table__
 
 
 class JobNotFound(LookupError):
     pass
+
+
+class BrokerUnavailable(Exception):
+    """The job could not be sent: the broker is unreachable. The job is left as it was."""
 
 
 class JobStateConflict(Exception):
@@ -69,7 +75,7 @@ def _build_enqueue(dialect: str):
     else:
         from sqlalchemy.dialects.sqlite import insert
     columns = ("id", "actor", "queue", "args", "kwargs", "options", "token", "max_retries")
-    columns += ("enqueued_at", "scheduled_at")
+    columns += ("enqueued_at", "scheduled_at", "branch_id")
     return (
         insert(_jobs)
         .values(
@@ -78,6 +84,15 @@ def _build_enqueue(dialect: str):
         )
         .on_conflict_do_nothing(index_elements=["id"])
     )
+
+
+def branch_of(message: dramatiq.Message) -> int | None:
+    """The branch a message's job serves: its own option, or, for an `on_retry_exhausted` callback
+    (whose first argument is the message it is about), that message's."""
+    branch = message.options.get(BRANCH)
+    if branch is None and message.args and isinstance(message.args[0], dict):
+        branch = (message.args[0].get("options") or {}).get(BRANCH)
+    return branch if isinstance(branch, int) and not isinstance(branch, bool) else None
 
 
 def _after(delay_ms: int | None) -> datetime | None:
@@ -208,6 +223,7 @@ def record_enqueued(
         "b_max_retries": max_retries,
         "b_enqueued_at": utcnow(),
         "b_scheduled_at": _after(delay_ms),
+        "b_branch_id": branch_of(message),
     }
     _execute(engine, statement, params)
 
@@ -337,15 +353,17 @@ def retry(job_id: str, broker: dramatiq.Broker | None = None) -> Job:
         raise JobStateConflict(job, "retry", RETRYABLE)
     try:
         _send(job, broker)
-    except Exception:
+    except Exception as error:
         # The broker is down: put the job back as it was, so that it can be retried later.
+        log.exception("could not send job %s again", job_id)
         db.session.execute(
             sa.update(Job)
             .where(Job.id == job_id, Job.token == token)
             .values(state=previous, finished_at=utcnow())
         )
         db.session.commit()
-        raise
+        db.session.refresh(job)
+        raise BrokerUnavailable("The job queue cannot be reached; the job was not retried.") from error
     return job
 
 

@@ -40,6 +40,7 @@ class Job(db.Model):
         sa.Index("ix_jobs_state_finished_at", "state", "finished_at"),
         sa.Index("ix_jobs_enqueued_at", "enqueued_at"),
         sa.Index("ix_jobs_queue_state", "queue", "state"),
+        sa.Index("ix_jobs_branch_id_enqueued_at", "branch_id", "enqueued_at"),
     )
 
     id: Mapped[str] = mapped_column(sa.String(64), primary_key=True)  # the Dramatiq message id
@@ -56,6 +57,9 @@ class Job(db.Model):
     # Dramatiq's retry count of the message now in the broker: 0 after a (re)send, n after the n-th retry.
     retries: Mapped[int] = mapped_column(default=0)
     max_retries: Mapped[int] = mapped_column(default=3)
+    # The branch whose import or recording the job serves; None for a system job (a pruner, a ping).
+    # An admin sees their branch's jobs and the system ones (edcrm.permissions.visible_jobs).
+    branch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("branches.id", ondelete="CASCADE"))
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -75,6 +79,7 @@ class Job(db.Model):
             "state": self.state.value,
             "attempts": self.attempts,
             "max_retries": self.max_retries,
+            "branch_id": self.branch_id,
             "errors": [error.to_dict() for error in self.errors],
             "enqueued_at": isoformat(self.enqueued_at),
             "scheduled_at": isoformat(self.scheduled_at),

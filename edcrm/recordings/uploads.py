@@ -211,7 +211,9 @@ def complete(upload: RecordingUpload) -> str:
 
 def _enqueue(upload: RecordingUpload, actor) -> str:
     """receiving → processing with the job's id, committed before the job can run; then sent."""
-    message = actor.message(upload.id)
+    # The telecaller's branch rides along, so the ledger files the job under it (ledger.BRANCH).
+    branch_id = db.session.get(User, upload.telecaller_id).branch_id
+    message = actor.message_with_options(args=(upload.id,), branch_id=branch_id)
     moved = db.session.execute(
         sa.update(RecordingUpload)
         .where(RecordingUpload.id == upload.id, RecordingUpload.status == UploadStatus.RECEIVING)

@@ -20,4 +20,4 @@ def _bearer_challenge(response: Response) -> Response:
     return response
 
 
-from . import auth, call_logs, imports, leads, recordings  # noqa: E402, F401  (each module adds its routes to bp)
+from . import auth, call_logs, imports, jobs, leads, recordings  # noqa: E402, F401  (each module adds its routes to bp)

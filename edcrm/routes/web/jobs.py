@@ -1,0 +1,167 @@
+"""The jobs dashboard (admins): the list with filters, counts and pages, one job with its errors and the
+record it serves, and the retry / cancel / retry-all-failed buttons (CSRF-protected POSTs)."""
+
+from __future__ import annotations
+
+from flask import flash, g, redirect, render_template, request, url_for
+from markupsafe import Markup
+
+from ...extensions import db
+from ...jobs import ledger, listing
+from ...jobs.subjects import IMPORT, Subject, subject_of
+from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role
+from ...models.job import CANCELLABLE, RETRYABLE
+from ...permissions import job_for, page_auth, visible_jobs
+from . import bp
+from .session import safe_next
+
+PAGE_SIZE = 50
+FINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+
+
+def _filter_from(args) -> listing.JobFilter:
+    """The page's filters from its query string; an unknown state or an overlong name is ignored."""
+    try:
+        state = JobState(args.get("state")) if args.get("state") else None
+    except ValueError:
+        state = None
+
+    def name(key: str) -> str | None:
+        value = (args.get(key) or "").strip()
+        return value if 0 < len(value) <= 120 else None
+
+    return listing.JobFilter(visible_jobs(g.user), state=state, queue=name("queue"), actor=name("actor"))
+
+
+def filter_args(where: listing.JobFilter, **changes) -> dict[str, str]:
+    """The query string of a filter, with some of its choices changed (None drops one)."""
+    args = {"state": where.state.value if where.state else None, "queue": where.queue, "actor": where.actor}
+    args.update(changes)
+    return {key: value for key, value in args.items() if value}
+
+
+def subject_link(subject: Subject | None) -> dict | None:
+    """What the pages show of the record a job serves: a label and, where a page shows it, a link."""
+    if subject is None:
+        return None
+    if subject.kind == IMPORT:
+        return {"label": f"Import #{subject.id}", "url": url_for("web.show_import", import_id=subject.id)}
+    return {"label": f"Recording upload {str(subject.id)[:8]}…", "url": None}
+
+
+@bp.get("/jobs")
+@page_auth(Role.ADMIN)
+def list_jobs():
+    where = _filter_from(request.args)
+    after = listing.Position.decode(request.args.get("after", "")) if request.args.get("after") else None
+    jobs, next_position = listing.page(where, PAGE_SIZE, after)
+    return render_template(
+        "jobs/list.html",
+        jobs=[(job, subject_link(subject_of(job))) for job in jobs],
+        where=where,
+        states=list(JobState),
+        state_counts=listing.counts_by_state(where),
+        queue_counts=listing.counts_by_queue(where),
+        actors=listing.actor_names(where.scope),
+        next_url=url_for("web.list_jobs", **filter_args(where), after=next_position.encode())
+        if next_position
+        else None,
+        first_page=after is None,
+        filter_args=filter_args,
+        retryable=RETRYABLE,
+        cancellable=CANCELLABLE,
+    )
+
+
+def _served(job: Job) -> dict | None:
+    """The record job serves, as the job page shows it (None once the record is gone)."""
+    subject = subject_of(job)
+    link = subject_link(subject)
+    if subject is None:
+        return None
+    if subject.kind == IMPORT:
+        lead_import = db.session.get(LeadImport, subject.id) if isinstance(subject.id, int) else None
+        if lead_import is None or lead_import.branch_id != g.user.branch_id:
+            return {**link, "url": None, "details": "The import no longer exists."}
+        return {**link, "details": f"{lead_import.filename}: {lead_import.status.value}"}
+    upload = db.session.get(RecordingUpload, str(subject.id))
+    if upload is None:
+        return {**link, "details": "The upload no longer exists."}
+    call_log = db.session.get(CallLog, upload.call_log_id) if upload.call_log_id else None
+    details = f"{upload.filename}, {upload.status.value}"
+    if call_log is not None:
+        details += f", for call #{call_log.id} by telecaller #{call_log.telecaller_id}"
+    if upload.error:
+        details += f": {upload.error}"
+    return {**link, "details": details}
+
+
+@bp.get("/jobs/<job_id>")
+@page_auth(Role.ADMIN)
+def show_job(job_id: str):
+    job = job_for(g.user, job_id)
+    return render_template(
+        "jobs/show.html",
+        job=job,
+        served=_served(job),
+        final=job.state in FINAL_STATES,
+        retryable=job.state in RETRYABLE,
+        cancellable=job.state in CANCELLABLE,
+    )
+
+
+@bp.get("/jobs/<job_id>/state")
+@page_auth(Role.ADMIN)
+def job_state(job_id: str):
+    """The job page's polling endpoint: it reloads itself when the state changes."""
+    job = job_for(g.user, job_id)
+    body = {"state": job.state.value, "attempts": job.attempts, "final": job.state in FINAL_STATES}
+    return body, 200, {"Cache-Control": "no-store"}
+
+
+def _back(default: str):
+    return redirect(safe_next(request.form.get("next")) or default)
+
+
+def _job_link(job: Job) -> Markup:
+    return Markup('<a href="{}">{}</a>').format(url_for("web.show_job", job_id=job.id), job.actor)
+
+
+@bp.post("/jobs/<job_id>/retry")
+@page_auth(Role.ADMIN)
+def retry_job(job_id: str):
+    job = job_for(g.user, job_id)
+    try:
+        ledger.retry(job.id)
+        flash(Markup("Job {} is queued again.").format(_job_link(job)), "success")
+    except (ledger.JobStateConflict, ledger.BrokerUnavailable) as error:
+        flash(f"Not retried: {error}", "error")
+    return _back(url_for("web.show_job", job_id=job.id))
+
+
+@bp.post("/jobs/<job_id>/cancel")
+@page_auth(Role.ADMIN)
+def cancel_job(job_id: str):
+    job = job_for(g.user, job_id)
+    try:
+        ledger.cancel(job.id)
+        flash(Markup("Job {} is cancelled.").format(_job_link(job)), "success")
+    except ledger.JobStateConflict as error:
+        flash(f"Not cancelled: {error}", "error")
+    return _back(url_for("web.show_job", job_id=job.id))
+
+
+@bp.post("/jobs/retry-failed")
+@page_auth(Role.ADMIN)
+def retry_failed_jobs():
+    where = _filter_from(request.form)
+    try:
+        report = listing.retry_failed(where)
+    except ledger.BrokerUnavailable as error:
+        flash(f"Stopped: {error}", "error")
+    else:
+        message = f"{len(report.retried)} failed job(s) queued again."
+        if report.remaining:
+            message += f" {report.remaining} more are failed: press the button again for them."
+        flash(message, "success" if report.retried else "info")
+    return redirect(url_for("web.list_jobs", **filter_args(where)))

@@ -1,0 +1,219 @@
+"""The jobs pages (admins): the list with state tabs, filters and pages; a job with its errors and the
+import it serves; the retry, cancel and retry-all-failed buttons (CSRF-protected POSTs).
+
+Like tests/test_pages.py, no application context stays open between requests."""
+
+from __future__ import annotations
+
+import html
+import io
+import re
+from types import SimpleNamespace
+
+import pytest
+from conftest import make_user
+from test_api_imports import SAMPLE_CSV
+from test_api_jobs import drain, outcomes, send
+from test_pages import token_from
+
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.imports.upload import start_import
+from edcrm.jobs import ledger
+from edcrm.models import Branch, Job, JobState, Role, User
+
+PASSWORD = "secret-password"
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    outcomes.clear()
+
+
+@pytest.fixture
+def people(app):
+    with app.app_context():
+        kochi, thrissur = Branch(name="Kochi"), Branch(name="Thrissur")
+        db.session.add_all([kochi, thrissur])
+        db.session.commit()
+        admin = make_user(kochi, Role.ADMIN, email="admin@kochi.test")
+        make_user(kochi, Role.TELECALLER, email="caller@kochi.test")
+        make_user(thrissur, Role.ADMIN, email="admin@thrissur.test")
+        return SimpleNamespace(kochi=kochi.id, thrissur=thrissur.id, admin=admin.id)
+
+
+def login(client, email):
+    response = client.post("/login", data={"email": email, "password": PASSWORD})
+    assert response.status_code == 302
+    return client
+
+
+def text(response) -> str:
+    return html.unescape(response.get_data(as_text=True))
+
+
+def state_of(app, job_id) -> JobState:
+    with app.app_context():
+        return db.session.get(Job, job_id).state
+
+
+def rows(page: str) -> list[str]:
+    """The job ids of the list's rows, in order."""
+    return re.findall(r'<tr data-job-id="([^"]+)"', page)
+
+
+@pytest.fixture
+def failed_and_done(app, people, stub_broker, stub_worker):
+    """Kochi: a job that failed its 4 attempts and one that succeeded; Thrissur: a failed one."""
+    with app.app_context():
+        failed = send(people.kochi, "bad", failures=4)
+        done = send(people.kochi, "good")
+        theirs = send(people.thrissur, "theirs", failures=4)
+        drain(stub_broker, stub_worker)
+    return SimpleNamespace(failed=failed, done=done, theirs=theirs)
+
+
+def test_telecallers_are_refused_and_visitors_sent_to_sign_in(app, client, people):
+    assert client.get("/jobs").headers["Location"].startswith("/login")
+    login(client, "caller@kochi.test")
+    assert client.get("/jobs").status_code == 403
+    assert "admin role" in text(client.get("/jobs"))
+
+
+def test_an_empty_ledger_says_so(client, people):
+    page = text(login(client, "admin@kochi.test").get("/jobs"))
+    assert "No jobs yet." in page
+
+
+def test_the_list_shows_the_branchs_jobs_with_counts_per_state_and_queue(
+    app, client, people, failed_and_done
+):
+    page = text(login(client, "admin@kochi.test").get("/jobs"))
+    assert rows(page) == [failed_and_done.done, failed_and_done.failed]  # newest first; not Thrissur's
+    assert re.search(r"failed <span class=\"count\">1</span>", page)
+    assert re.search(r"succeeded <span class=\"count\">1</span>", page)
+    assert 'default <span class="count">2</span>' in page
+    assert "Retry all failed (1)" in page
+
+    failed_only = text(client.get("/jobs?state=failed"))
+    assert rows(failed_only) == [failed_and_done.failed]
+    assert "flaky failure" not in failed_only  # errors are on the job's page, not the list
+    assert rows(text(client.get("/jobs?queue=csv_import"))) == []
+    assert "No job matches these filters." in text(client.get("/jobs?queue=csv_import"))
+    # A hand-edited filter that means nothing is ignored, not an error.
+    assert rows(text(client.get("/jobs?state=exploded"))) == rows(page)
+
+
+def test_the_list_pages_through_older_jobs(app, client, people, stub_broker, monkeypatch):
+    monkeypatch.setattr("edcrm.routes.web.jobs.PAGE_SIZE", 2)
+    with app.app_context():
+        sent = [send(people.kochi, f"k{n}") for n in range(5)]
+    login(client, "admin@kochi.test")
+    seen, url = [], "/jobs"
+    while url:
+        page = text(client.get(url))
+        seen += rows(page)
+        older = re.search(r'<a href="([^"]+)">Older →</a>', page)
+        url = older.group(1) if older else None
+    assert seen == list(reversed(sent))
+
+
+def test_a_jobs_page_shows_each_error_with_its_traceback(app, client, people, failed_and_done):
+    page = text(login(client, "admin@kochi.test").get(f"/jobs/{failed_and_done.failed}"))
+    assert "4 of 4" in page  # attempts of max attempts
+    for attempt in range(1, 5):
+        assert f"RuntimeError: flaky failure {attempt} of bad" in page
+    assert page.count("Traceback (most recent call last)") == 4
+    assert '"bad"' in page and ">Retry</button>" in page
+    assert client.get(f"/jobs/{failed_and_done.theirs}").status_code == 403
+    assert client.get("/jobs/no-such-job").status_code == 404
+
+
+def test_retry_sends_the_job_again_and_it_succeeds(
+    app, client, people, failed_and_done, stub_broker, stub_worker
+):
+    login(client, "admin@kochi.test")
+    response = client.post(f"/jobs/{failed_and_done.failed}/retry", data={"next": "/jobs?state=failed"})
+    assert response.status_code == 302 and response.headers["Location"] == "/jobs?state=failed"
+    assert "is queued again" in text(client.get("/jobs"))
+    with app.app_context():
+        drain(stub_broker, stub_worker)
+    assert state_of(app, failed_and_done.failed) is JobState.SUCCEEDED
+    assert outcomes["bad"] == 5
+
+    refused = client.post(f"/jobs/{failed_and_done.done}/retry", follow_redirects=True)
+    assert "Not retried: cannot retry a succeeded job" in text(refused)
+    assert client.post(f"/jobs/{failed_and_done.theirs}/retry").status_code == 403
+    assert state_of(app, failed_and_done.theirs) is JobState.FAILED
+
+
+def test_cancel_stops_a_waiting_job(app, client, people, stub_broker):
+    with app.app_context():
+        waiting = send(people.kochi, "waits")  # no worker: it stays enqueued
+    login(client, "admin@kochi.test")
+    assert ">Cancel</button>" in text(client.get(f"/jobs/{waiting}"))
+    page = text(client.post(f"/jobs/{waiting}/cancel", follow_redirects=True))
+    assert "is cancelled" in page
+    assert state_of(app, waiting) is JobState.CANCELLED
+
+
+def test_retry_all_failed_retries_the_filtered_failures_of_the_branch_only(
+    app, client, people, failed_and_done, stub_broker, stub_worker
+):
+    login(client, "admin@kochi.test")
+    response = client.post("/jobs/retry-failed", data={"queue": "default"})
+    assert response.headers["Location"] == "/jobs?queue=default"
+    assert "1 failed job(s) queued again." in text(client.get("/jobs"))
+    with app.app_context():
+        drain(stub_broker, stub_worker)
+    assert state_of(app, failed_and_done.failed) is JobState.SUCCEEDED
+    assert state_of(app, failed_and_done.theirs) is JobState.FAILED
+
+
+def test_the_buttons_need_the_csrf_token(tmp_path, monkeypatch):
+    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "instance"))
+    app = create_app(
+        {
+            "TESTING": True,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'csrf.sqlite3'}",
+            "STORAGE_URL": (tmp_path / "storage").as_uri(),
+            "WTF_CSRF_ENABLED": True,
+        }
+    )
+    try:
+        with app.app_context():
+            db.create_all()
+            kochi = Branch.get_or_create("Kochi")
+            make_user(kochi, Role.ADMIN, email="admin@kochi.test")
+            job_id = send(kochi.id, "waits")
+        client = app.test_client()
+        login_page = client.get("/login")
+        client.post(
+            "/login",
+            data={"email": "admin@kochi.test", "password": PASSWORD, "csrf_token": token_from(login_page)},
+        )
+        assert client.post(f"/jobs/{job_id}/cancel").status_code == 400
+        assert state_of(app, job_id) is JobState.ENQUEUED
+        token = token_from(client.get(f"/jobs/{job_id}"))
+        assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
+        assert state_of(app, job_id) is JobState.CANCELLED
+    finally:
+        with app.app_context():
+            db.session.remove()
+            db.engine.dispose()
+        ledger.dispose_engine(app)
+
+
+def test_an_imports_job_links_to_the_import(app, client, people, stub_broker, stub_worker):
+    with app.app_context():
+        admin = db.session.get(User, people.admin)
+        caller = make_user(admin.branch, Role.TELECALLER)
+        lead_import = start_import(admin, io.BytesIO(SAMPLE_CSV), "leads.csv", [caller.id])
+        import_id, job_id = lead_import.id, lead_import.job_id
+        stub_broker.join("csv_import")
+        stub_worker.join()
+    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in page
+    assert "leads.csv: completed" in page
+    assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in text(client.get("/jobs"))
