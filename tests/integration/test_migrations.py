@@ -60,3 +60,84 @@ def test_upgrade_check_downgrade_and_upgrade_again(database_url, tmp_path):
     run_flask("db", "upgrade", env=env)
     assert tables(database_url) >= CORE_TABLES
     assert run_flask("db", "check", env=env, check=False).returncode == 0
+
+
+def test_0004_files_the_jobs_sent_before_it_under_their_branch(database_url, tmp_path):
+    env = service_env(DATABASE_URL=database_url, EDCRM_INSTANCE_PATH=tmp_path / "instance", SECRET_KEY="x")
+    run_flask("db", "upgrade", "0003", env=env)
+    now = "2026-11-01 10:00:00+00:00"
+    engine = sa.create_engine(database_url)
+    try:
+        with engine.begin() as conn:
+
+            def insert(table: str, **values) -> None:
+                names = ", ".join(values)
+                conn.execute(sa.text(f"INSERT INTO {table} ({names}) VALUES (:{', :'.join(values)})"), values)
+
+            for branch_id in (1, 2):
+                insert("branches", id=branch_id, name=f"B{branch_id}", lead_cursor=0, created_at=now)
+            insert(
+                "users",
+                id=7,
+                email="t@b2.test",
+                password_hash="x",
+                role="telecaller",
+                active=True,
+                branch_id=2,
+                created_at=now,
+            )
+            for job_id, actor in [
+                ("j-import", "import_leads"),
+                ("j-upload", "process_chunked_recording"),
+                ("j-ping", "ping"),
+            ]:
+                insert(
+                    "jobs",
+                    id=job_id,
+                    actor=actor,
+                    queue="default",
+                    args="[]",
+                    kwargs="{}",
+                    options="{}",
+                    state="succeeded",
+                    attempts=1,
+                    retries=0,
+                    max_retries=3,
+                    enqueued_at=now,
+                )
+            insert(
+                "lead_imports",
+                id=1,
+                branch_id=1,
+                filename="a.csv",
+                telecaller_ids="[]",
+                status="completed",
+                total_rows=0,
+                processed_rows=0,
+                successful_rows=0,
+                failed_rows=0,
+                duplicate_rows=0,
+                distribution="{}",
+                created_at=now,
+                job_id="j-import",
+                checkpoint_row=0,
+            )
+            insert(
+                "recording_uploads",
+                id="a" * 32,
+                telecaller_id=7,
+                filename="c.wav",
+                kind="chunked",
+                expected_chunks=1,
+                status="completed",
+                created_at=now,
+                updated_at=now,
+                job_id="j-upload",
+            )
+
+        run_flask("db", "upgrade", env=env)
+        with engine.connect() as conn:
+            branches = dict(conn.execute(sa.text("SELECT id, branch_id FROM jobs")).all())
+        assert branches == {"j-import": 1, "j-upload": 2, "j-ping": None}
+    finally:
+        engine.dispose()
