@@ -28,7 +28,7 @@ from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
 from .auth import authenticate_token, parse_bearer
 from .extensions import db, login_manager
-from .models import CallLog, Job, Lead, LeadImport, RecordingUpload, Role, User
+from .models import CallLog, Job, Lead, LeadImport, Recording, RecordingUpload, Role, User
 
 ModelT = TypeVar("ModelT")
 
@@ -157,6 +157,13 @@ def call_log_for(user: User, call_log_id: object) -> CallLog:
     call_log = get_or_404(CallLog, call_log_id, "call log")
     authorize(user, "call log", branch_id=call_log.lead.branch_id, owner_id=call_log.telecaller_id)
     return call_log
+
+
+def recording_for(user: User, recording_id: object) -> Recording:
+    """A recording, for whoever may see its call log (the telecaller who logged it, the branch's admin)."""
+    recording = get_or_404(Recording, recording_id, "recording")
+    call_log_for(user, recording.call_log_id)
+    return recording
 
 
 def visible_imports(user: User) -> sa.ColumnElement[bool]:

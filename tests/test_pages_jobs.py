@@ -11,16 +11,19 @@ import re
 from types import SimpleNamespace
 
 import pytest
+import sqlalchemy as sa
 from conftest import make_user
 from test_api_imports import SAMPLE_CSV
 from test_api_jobs import drain, outcomes, send
+from test_api_recordings import make_call_log, wav_bytes
 from test_pages import token_from
 
 from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.imports.upload import start_import
 from edcrm.jobs import ledger
-from edcrm.models import Branch, Job, JobState, Role, User
+from edcrm.models import Branch, Job, JobState, Recording, Role, User
+from edcrm.recordings import uploads
 
 PASSWORD = "secret-password"
 
@@ -217,3 +220,27 @@ def test_an_imports_job_links_to_the_import(app, client, people, stub_broker, st
     assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in page
     assert "leads.csv: completed" in page
     assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in text(client.get("/jobs"))
+
+
+def test_a_recordings_job_links_to_the_recording_it_made(app, client, people, stub_broker, stub_worker):
+    audio = wav_bytes(0.5)
+    with app.app_context():
+        kochi = db.session.get(Branch, people.kochi)
+        caller = make_user(kochi, Role.TELECALLER, email="recorder@kochi.test")
+        call_log = make_call_log(kochi, caller)
+        job_id = uploads.start_single_upload(caller, call_log, io.BytesIO(audio), "call.wav")
+        stub_broker.join("recordings")
+        stub_worker.join()
+        recording_id = db.session.execute(sa.select(Recording.id)).scalar_one()
+
+    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    assert f'<a href="/recordings/{recording_id}">Recording #{recording_id}</a>' in page
+    assert "of call.wav, completed, for call" in page and "recorder@kochi.test" in page
+    assert client.get(f"/recordings/{recording_id}").data == audio
+    client.post("/logout")
+    login(client, "recorder@kochi.test")
+    assert client.get(f"/recordings/{recording_id}").data == audio  # the telecaller who made it
+    client.post("/logout")
+    login(client, "admin@thrissur.test")
+    assert client.get(f"/recordings/{recording_id}").status_code == 403
+    assert client.get("/recordings/999999").status_code == 404

@@ -171,9 +171,12 @@ def test_a_job_that_failed_while_s3_was_down_is_retried_from_the_jobs_page(brows
 
     status = requests.get(f"{api}/{upload}", headers=mine, timeout=30).json()
     assert status["status"] == "completed" and status["recording_id"] is not None
+    # The job's page links to what it made; the link leads to a signed S3 URL of the same bytes.
+    with page.expect_download() as download:
+        page.get_by_role("link", name=f"Recording #{status['recording_id']}").click()
+    assert download.value.path().read_bytes() == audio
     content = f"{served.url}/api/call-logs/{call_log_id}/recording/content"
-    download = requests.get(content, headers=mine, timeout=30)
-    assert download.status_code == 200 and download.content == audio
+    assert requests.get(content, headers=mine, timeout=30).content == audio
 
 
 def test_a_telecaller_is_refused_the_jobs_and_imports_pages(browser_context, served, shots):

@@ -3,23 +3,19 @@ and the download (that telecaller, or an admin of the branch)."""
 
 from __future__ import annotations
 
-from pathlib import PurePosixPath
-
-from flask import Response, current_app, g, redirect, request
+from flask import current_app, g, request
 from werkzeug.exceptions import NotFound, RequestEntityTooLarge
 
 from ...models import Role
 from ...permissions import api_auth, call_log_for, upload_for
 from ...recordings import uploads
-from ...storage import BLOCK_SIZE, get_storage
 from ..errors import ApiError
+from ..recording_download import download
 from . import bp
 from .inputs import Fields, json_object
 
 #: Room for the multipart framing around a one-shot recording.
 MULTIPART_OVERHEAD = 64 * 1024
-#: How long a signed download URL stays valid.
-DOWNLOAD_URL_SECONDS = 300
 
 
 def _answer(error: uploads.UploadRejected) -> ApiError:
@@ -144,26 +140,4 @@ def recording_content(call_log_id: int):
     recording = call_log.recording
     if recording is None:
         raise NotFound(f"Call log {call_log_id} has no recording.")
-    storage = get_storage()
-    filename = f"call-{call_log_id}-recording{PurePosixPath(recording.storage_key).suffix}"
-    url = storage.url_for_download(
-        recording.storage_key,
-        DOWNLOAD_URL_SECONDS,
-        filename=filename,
-        content_type=recording.content_type,
-    )
-    if url is not None:
-        return redirect(url, 302)
-    stream = storage.open(recording.storage_key)
-
-    def blocks():
-        with stream:
-            while block := stream.read(BLOCK_SIZE):
-                yield block
-
-    headers = {
-        "Content-Length": str(recording.size),
-        "Content-Disposition": f'attachment; filename="{filename}"',
-        "Cache-Control": "private, no-store",
-    }
-    return Response(blocks(), mimetype=recording.content_type, headers=headers)
+    return download(recording)

@@ -47,4 +47,4 @@ def navigation() -> dict:
     return {"nav_links": lambda: links_for(current_user)}
 
 
-from . import home, imports, jobs, session  # noqa: E402, F401  (each module adds its pages to bp)
+from . import home, imports, jobs, recordings, session  # noqa: E402, F401  (each module adds its pages to bp)

@@ -9,7 +9,7 @@ from markupsafe import Markup
 from ...extensions import db
 from ...jobs import ledger, listing
 from ...jobs.subjects import IMPORT, Subject, subject_of
-from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role
+from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
 from ...models.job import CANCELLABLE, RETRYABLE
 from ...permissions import job_for, page_auth, visible_jobs
 from . import bp
@@ -87,10 +87,16 @@ def _served(job: Job) -> dict | None:
     upload = db.session.get(RecordingUpload, str(subject.id))
     if upload is None:
         return {**link, "details": "The upload no longer exists."}
+    if upload.recording_id is not None:  # what the job made: its audio
+        link = {
+            "label": f"Recording #{upload.recording_id}",
+            "url": url_for("web.recording_file", recording_id=upload.recording_id),
+        }
     call_log = db.session.get(CallLog, upload.call_log_id) if upload.call_log_id else None
-    details = f"{upload.filename}, {upload.status.value}"
+    details = f"upload {upload.id[:8]}… of {upload.filename}, {upload.status.value}"
     if call_log is not None:
-        details += f", for call #{call_log.id} by telecaller #{call_log.telecaller_id}"
+        telecaller = db.session.get(User, call_log.telecaller_id)
+        details += f", for call #{call_log.id} by {telecaller.email}"
     if upload.error:
         details += f": {upload.error}"
     return {**link, "details": details}
