@@ -16,12 +16,11 @@ from conftest import make_user
 from test_api_imports import SAMPLE_CSV
 from test_api_jobs import drain, outcomes, send
 from test_api_recordings import make_call_log, wav_bytes
-from test_pages import token_from
+from test_pages import csrf_app, token_from  # noqa: F401  (csrf_app: the fixture)
+from test_pages_imports import login
 
-from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.imports.upload import start_import
-from edcrm.jobs import ledger
 from edcrm.models import Branch, Job, JobState, Recording, Role, User
 from edcrm.recordings import uploads
 
@@ -43,12 +42,6 @@ def people(app):
         make_user(kochi, Role.TELECALLER, email="caller@kochi.test")
         make_user(thrissur, Role.ADMIN, email="admin@thrissur.test")
         return SimpleNamespace(kochi=kochi.id, thrissur=thrissur.id, admin=admin.id)
-
-
-def login(client, email):
-    response = client.post("/login", data={"email": email, "password": PASSWORD})
-    assert response.status_code == 302
-    return client
 
 
 def text(response) -> str:
@@ -173,39 +166,19 @@ def test_retry_all_failed_retries_the_filtered_failures_of_the_branch_only(
     assert state_of(app, failed_and_done.theirs) is JobState.FAILED
 
 
-def test_the_buttons_need_the_csrf_token(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "instance"))
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'csrf.sqlite3'}",
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-            "WTF_CSRF_ENABLED": True,
-        }
-    )
-    try:
-        with app.app_context():
-            db.create_all()
-            kochi = Branch.get_or_create("Kochi")
-            make_user(kochi, Role.ADMIN, email="admin@kochi.test")
-            job_id = send(kochi.id, "waits")
-        client = app.test_client()
-        login_page = client.get("/login")
-        client.post(
-            "/login",
-            data={"email": "admin@kochi.test", "password": PASSWORD, "csrf_token": token_from(login_page)},
-        )
-        assert client.post(f"/jobs/{job_id}/cancel").status_code == 400
-        assert state_of(app, job_id) is JobState.ENQUEUED
-        token = token_from(client.get(f"/jobs/{job_id}"))
-        assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
-        assert state_of(app, job_id) is JobState.CANCELLED
-    finally:
-        with app.app_context():
-            db.session.remove()
-            db.engine.dispose()
-        ledger.dispose_engine(app)
+def test_the_buttons_need_the_csrf_token(csrf_app):  # noqa: F811
+    with csrf_app.app_context():
+        make_user(Branch.get_or_create("Kochi"), Role.ADMIN, email="admin@kochi.test")
+        job_id = send(Branch.get_or_create("Kochi").id, "waits")
+    client = csrf_app.test_client()
+    login_page = client.get("/login")
+    credentials = {"email": "admin@kochi.test", "password": PASSWORD}
+    client.post("/login", data={**credentials, "csrf_token": token_from(login_page)})
+    assert client.post(f"/jobs/{job_id}/cancel").status_code == 400
+    assert state_of(csrf_app, job_id) is JobState.ENQUEUED
+    token = token_from(client.get(f"/jobs/{job_id}"))
+    assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
+    assert state_of(csrf_app, job_id) is JobState.CANCELLED
 
 
 def test_an_imports_job_links_to_the_import(app, client, people, stub_broker, stub_worker):
