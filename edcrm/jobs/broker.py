@@ -50,14 +50,15 @@ def build_broker(env: Mapping[str, str]) -> dramatiq.Broker:
     ]
     redis_url = env.get("REDIS_URL")
     if redis_url:
-        # The client connects on first use, not here: nothing connects at import time.
-        # A worker that dies (SIGKILL, a lost machine) leaves its unacked messages to be redelivered
-        # once its heartbeat is older than the timeout, by the maintenance that a random share of
-        # broker commands (per million) runs. Dramatiq's defaults: 60 s and 1,000 per million.
         from .prometheus import WorkerPrometheus
 
         # Last: its before-hooks run once nothing skipped the message, its after-hooks first.
         middleware.append(WorkerPrometheus())
+
+        # The client connects on first use, not here: nothing connects at import time.
+        # A worker that dies (SIGKILL, a lost machine) leaves its unacked messages to be redelivered
+        # once its heartbeat is older than the timeout, by the maintenance that a random share of
+        # broker commands (per million) runs. Dramatiq's defaults: 60 s and 1,000 per million.
         return RedisBroker(
             url=redis_url,
             middleware=middleware,
