@@ -4,9 +4,17 @@ Embedded mode (no REDIS_URL): one worker process, which also runs the job worker
 scheduler (edcrm.jobs.embedded), since the in-memory broker lives inside it.
 With REDIS_URL: WEB_CONCURRENCY processes (default 2) serve the web only; `dramatiq edcrm.actors` runs
 the jobs and `periodiq edcrm.actors` schedules the periodic ones.
+
+Metrics: with more than one process, each would answer /metrics with its own counts only, so
+prometheus_client's multiprocess mode is switched on: every process writes its values to files in
+PROMETHEUS_MULTIPROC_DIR and /metrics adds them up. Unset, a fresh directory is made for this server and
+removed when it stops; set, it must be this server's own, and is emptied at start.
 """
 
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 EMBEDDED = not os.environ.get("REDIS_URL")
 
@@ -30,6 +38,34 @@ errorlog = "-"  # stderr
 # No runtime control socket (gunicorn 25.1+): unused here, and every instance on the machine would share
 # the same path in $HOME, each new one taking it over from the last.
 control_socket_disable = True
+
+
+def on_starting(server):
+    """In the master, before any worker is forked (they inherit the environment, and import
+    prometheus_client only when they load the app)."""
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if path:
+        Path(path).mkdir(parents=True, exist_ok=True)
+        for stale in Path(path).glob("*.db"):  # a previous run's counts would be added to this one's
+            stale.unlink()
+    elif workers > 1:
+        path = tempfile.mkdtemp(prefix="edcrm-web-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+        server.edcrm_metrics_dir = path
+
+
+def child_exit(server, worker):
+    """A web process is gone: its live gauges no longer count (its counters still do)."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    path = getattr(server, "edcrm_metrics_dir", None)
+    if path:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def post_worker_init(worker):

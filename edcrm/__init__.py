@@ -22,9 +22,10 @@ def create_app(config: Mapping | None = None) -> Flask:
     app = Flask(__name__, instance_path=str(instance_path))
     app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
 
-    from . import auth, cli, jobs, routes
+    from . import auth, cli, jobs, metrics, routes
     from .extensions import csrf, db, migrate
 
+    metrics.init_app(app)  # first: its timer starts before any other before_request function
     db.init_app(app)
     migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)

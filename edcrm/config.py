@@ -64,6 +64,20 @@ def secret_key(instance_path: Path) -> str:
     return key
 
 
+#: The shortest METRICS_TOKEN accepted: it guards /metrics with no user behind it.
+MIN_METRICS_TOKEN_LENGTH = 16
+
+
+def metrics_token(raw: str | None) -> str | None:
+    """The bearer token that Prometheus sends to /metrics; unset: only admins' API tokens open it."""
+    token = (raw or "").strip()
+    if not token:
+        return None
+    if len(token) < MIN_METRICS_TOKEN_LENGTH:
+        raise ConfigError(f"METRICS_TOKEN must be at least {MIN_METRICS_TOKEN_LENGTH} characters long")
+    return token
+
+
 def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | None = None) -> dict:
     """The app's configuration for this environment, with overrides (tests) applied on top."""
     overrides = overrides or {}
@@ -85,6 +99,7 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
         "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),
+        "METRICS_TOKEN": metrics_token(env.get("METRICS_TOKEN")),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
         "SESSION_COOKIE_SAMESITE": "Lax",

@@ -17,12 +17,13 @@ as the error page elsewhere, so pages and API share them.
 from __future__ import annotations
 
 import functools
+import hmac
 import re
 from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from flask import g, request
+from flask import current_app, g, request
 from flask_login import current_user
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
@@ -78,6 +79,26 @@ def api_auth(*roles: Role | str) -> Callable:
         return wrapped
 
     return decorator
+
+
+def metrics_auth(view: Callable) -> Callable:
+    """Decorate /metrics: `Authorization: Bearer METRICS_TOKEN` (Prometheus; no user behind it), or the
+    API token of an active admin.
+
+    401 without a token or with any other one; 403 for the token of another role (as api_auth).
+    """
+    as_admin = api_auth(Role.ADMIN)(view)
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        plaintext = parse_bearer(request.headers.get("Authorization"))
+        expected = current_app.config.get("METRICS_TOKEN")
+        # In constant time: how much of the token a guess got right must not show in the timing.
+        if plaintext is not None and expected and hmac.compare_digest(plaintext.encode(), expected.encode()):
+            return view(*args, **kwargs)
+        return as_admin(*args, **kwargs)
+
+    return wrapped
 
 
 def page_auth(*roles: Role | str) -> Callable:

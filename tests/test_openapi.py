@@ -30,10 +30,10 @@ def documented(document) -> dict[str, set[str]]:
 
 
 def routed(app) -> dict[str, set[str]]:
-    """The app's /api/ and /healthz routes as OpenAPI paths ({name} parameters) and their methods."""
+    """The app's /api/, /healthz and /metrics routes as OpenAPI paths ({name} parameters) and methods."""
     routes: dict[str, set[str]] = {}
     for rule in app.url_map.iter_rules():
-        if not (rule.rule.startswith("/api/") or rule.rule == "/healthz"):
+        if not (rule.rule.startswith("/api/") or rule.rule in ("/healthz", "/metrics")):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
         routes.setdefault(path, set()).update(rule.methods - {"HEAD", "OPTIONS"})

@@ -17,6 +17,7 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.utils import secure_filename
 
+from .. import metrics
 from ..extensions import db
 from ..models import ImportStatus, LeadImport, Role, User
 from ..models.types import utcnow
@@ -212,12 +213,14 @@ def start_branch_import(
 
     storage = get_storage()
     key = storage_key_for(filename or "")
+    reader = _LimitedReader(sample, fileobj, limit)
     try:
-        storage.save(key, _LimitedReader(sample, fileobj, limit))
+        storage.save(key, reader)
     except BaseException:
         # A backend removes a failed save's partial file itself; this covers one that does not.
         _forget(storage, key)
         raise
+    metrics.count_upload("csv", reader.count)
 
     try:
         lead_import = LeadImport(

@@ -3,6 +3,10 @@
 REDIS_URL set: the Redis broker, for `dramatiq edcrm.actors` workers on any machine.
 REDIS_URL unset: an in-memory broker (Dramatiq's StubBroker) whose workers run inside the web process
 (see edcrm.jobs.embedded), which is also what the unit tests use.
+
+Metrics: the Redis broker carries Dramatiq's Prometheus middleware (edcrm.jobs.prometheus), active in the
+`dramatiq` CLI's worker processes only; the in-memory one carries edcrm.metrics.JobMetrics, whose figures
+the web's /metrics shows.
 """
 
 from __future__ import annotations
@@ -46,6 +50,11 @@ def build_broker(env: Mapping[str, str]) -> dramatiq.Broker:
     ]
     redis_url = env.get("REDIS_URL")
     if redis_url:
+        from .prometheus import WorkerPrometheus
+
+        # Last: its before-hooks run once nothing skipped the message, its after-hooks first.
+        middleware.append(WorkerPrometheus())
+
         # The client connects on first use, not here: nothing connects at import time.
         # A worker that dies (SIGKILL, a lost machine) leaves its unacked messages to be redelivered
         # once its heartbeat is older than the timeout, by the maintenance that a random share of
@@ -56,6 +65,9 @@ def build_broker(env: Mapping[str, str]) -> dramatiq.Broker:
             heartbeat_timeout=env_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1),
             maintenance_chance=env_int(env, "BROKER_MAINTENANCE_PER_MILLION", 1_000, minimum=0),
         )
+    from ..metrics import JobMetrics
+
+    middleware.append(JobMetrics())
     return StubBroker(middleware=middleware)
 
 

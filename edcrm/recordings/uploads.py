@@ -17,6 +17,7 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
+from .. import metrics
 from ..extensions import db
 from ..models import CallLog, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
@@ -163,6 +164,7 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
             )
         get_storage().save(upload.chunk_key(index), chunk.file)
+        metrics.count_upload("recording_chunk", chunk.size)
         _record_chunk(upload, index, chunk.size, chunk.sha256)
 
 
@@ -277,6 +279,7 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
             if received.size == 0:
                 raise UploadRejected("The file is empty.")
             get_storage().save(upload.file_key, received.file)
+            metrics.count_upload("recording", received.size)
     except BaseException:
         db.session.rollback()
         raise

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from . import api, errors, health, openapi, web
+from . import api, errors, health, metrics, openapi, web
 
 
 def init_app(app: Flask) -> None:
@@ -13,3 +13,4 @@ def init_app(app: Flask) -> None:
     app.register_blueprint(api.bp)
     app.register_blueprint(web.bp)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(metrics.bp)

@@ -27,7 +27,7 @@ def _snake(name: str) -> str:
 
 
 def _wants_json() -> bool:
-    return request.path.startswith("/api/") or request.path == "/healthz"
+    return request.path.startswith("/api/") or request.path in ("/healthz", "/metrics")
 
 
 def handle_http_exception(error: HTTPException):

@@ -49,6 +49,13 @@ EDCRM_VARIABLES = {
     "JOB_RETENTION_DAYS",
     "FAILED_JOB_RETENTION_DAYS",
     "UPLOAD_SESSION_TTL_HOURS",
+    "METRICS_TOKEN",
+    # Where metrics go: the web's multiprocess files, the workers' exposition server and files.
+    "PROMETHEUS_MULTIPROC_DIR",
+    "prometheus_multiproc_dir",
+    "dramatiq_prom_host",
+    "dramatiq_prom_port",
+    "dramatiq_prom_db",
 }
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
