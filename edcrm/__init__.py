@@ -9,9 +9,9 @@ from pathlib import Path
 from flask import Flask
 
 from .config import PROJECT_ROOT, from_env
-from .memory import limit_malloc_arenas
+from .memory import tune_malloc
 
-limit_malloc_arenas()  # before any thread starts: see edcrm.memory
+tune_malloc()  # before any thread starts: see edcrm.memory
 
 
 def create_app(config: Mapping | None = None) -> Flask:

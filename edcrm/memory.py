@@ -5,9 +5,16 @@ glibc's malloc gives every thread that allocates concurrently an arena of its ow
 and an arena keeps the memory it once held: a threaded process (gunicorn's gthread workers, a dramatiq
 worker's threads, the S3 part uploaders and chunk fetchers) grows by a few MB per arena. Two arenas cut
 that with no measurable cost in throughput here (Python holds the GIL for most allocations anyway).
-`MALLOC_ARENA_MAX` in the environment, read by glibc at start, takes precedence; this sets the same
-limit with mallopt() when it is absent, so every way of starting the processes gets it (Procfile,
-`make run`, systemd, a container), not only those that remember the variable.
+
+And glibc serves a block of more than 128 KiB from its own mapping, returned to the system when freed,
+but raises that threshold to the size of the largest such block once freed (up to 32 MiB): after the
+first 1 MiB buffer (a chunk, a block of a recording, a part being hashed) every later one comes from the
+heap, where freed blocks stay resident and fragment. A fixed threshold of 256 KiB keeps the buffers of
+uploads and recordings out of the heap (a few µs of page faults per MiB; the network costs milliseconds).
+
+`MALLOC_ARENA_MAX` / `MALLOC_MMAP_THRESHOLD_` in the environment, read by glibc at start, take precedence;
+otherwise mallopt() sets them, so every way of starting the processes gets them (Procfile, `make run`,
+systemd, a container), not only those that remember the variables. Measured with bench/recordings.py.
 """
 
 from __future__ import annotations
@@ -15,20 +22,23 @@ from __future__ import annotations
 import ctypes
 import os
 
-#: glibc's mallopt() parameter numbers (malloc.h).
-M_ARENA_MAX = -8
+#: glibc's mallopt() parameter numbers (malloc.h), the environment variables that set them at start, and
+#: the values edcrm uses.
+M_MMAP_THRESHOLD, M_ARENA_MAX = -3, -8
+SETTINGS = (
+    (M_ARENA_MAX, "MALLOC_ARENA_MAX", 2),
+    (M_MMAP_THRESHOLD, "MALLOC_MMAP_THRESHOLD_", 256 * 1024),
+)
 
-DEFAULT_ARENA_MAX = 2
 
-
-def limit_malloc_arenas(arenas: int = DEFAULT_ARENA_MAX) -> bool:
-    """Limit glibc's malloc arenas unless MALLOC_ARENA_MAX is set; True if mallopt() took it. A no-op
-    (False) off glibc."""
-    if os.environ.get("MALLOC_ARENA_MAX"):
-        return False
+def tune_malloc() -> list[str]:
+    """Apply SETTINGS with glibc's mallopt(), each unless its variable is set; the names of those
+    applied. Nothing off glibc (macOS, musl)."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl without it)
-        return False
+    except (OSError, AttributeError):
+        return []
     mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
-    return mallopt(M_ARENA_MAX, arenas) == 1
+    return [
+        name for param, name, value in SETTINGS if not os.environ.get(name) and mallopt(param, value) == 1
+    ]
