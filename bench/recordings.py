@@ -92,6 +92,17 @@ def chunks(size: int, chunk: int, seed: int = 7):
         yield data
 
 
+def start_recordings_worker(env: dict[str, str], log_path: Path) -> helpers.Service:
+    """The Procfile's `worker_recordings`, exactly (the processes' environment is the Procfile's too: no
+    malloc or other tuning that production would not get; edcrm sets its own, see edcrm.memory)."""
+    line = next(
+        line for line in (REPO / "Procfile").read_text().splitlines() if line.startswith("worker_recordings:")
+    )
+    argv = line.split(":", 1)[1].split()
+    argv[0] = str(helpers.BIN / argv[0])
+    return helpers.Service(argv, env=env, log_path=log_path, name="worker_recordings")
+
+
 def upload_file_seconds(s3, recording, folder: Path) -> float:
     """boto3's upload_file of the recording from a local file (its default transfer settings), timed;
     the object is deleted afterwards."""
@@ -159,7 +170,6 @@ def main() -> int:
             MAX_RECORDING_BYTES=size + MIB,
             MAX_CHUNK_BYTES=chunk,
             WEB_CONCURRENCY=1,
-            MALLOC_ARENA_MAX=os.environ.get("MALLOC_ARENA_MAX", "2"),
             **AWS,
         )
         helpers.run_flask("db", "upgrade", env=env)
@@ -171,7 +181,7 @@ def main() -> int:
         engine = sa.create_engine(database_url)
         with (
             helpers.start_gunicorn(env, logs / "gunicorn.log") as web,
-            helpers.start_dramatiq(env, logs / "dramatiq.log", processes=1, threads=3) as worker,
+            start_recordings_worker(env, logs / "dramatiq.log") as worker,
         ):
             base = f"http://127.0.0.1:{port}"
             helpers.wait_for(

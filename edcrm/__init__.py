@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -10,9 +9,9 @@ from pathlib import Path
 from flask import Flask
 
 from .config import PROJECT_ROOT, from_env
+from .memory import tune_malloc
 
-# Alembic announces each of its plugins at INFO when imported, in every process (workers too).
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+tune_malloc()  # before any thread starts: see edcrm.memory
 
 
 def create_app(config: Mapping | None = None) -> Flask:
@@ -23,11 +22,10 @@ def create_app(config: Mapping | None = None) -> Flask:
     app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
 
     from . import auth, cli, jobs, metrics, routes
-    from .extensions import csrf, db, migrate
+    from .extensions import csrf, db
 
     metrics.init_app(app)  # first: its timer starts before any other before_request function
     db.init_app(app)
-    migrate.init_app(app, db, directory=str(PROJECT_ROOT / "migrations"), render_as_batch=True)
     csrf.init_app(app)
     auth.init_app(app)
     routes.init_app(app)

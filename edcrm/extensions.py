@@ -1,9 +1,11 @@
-"""Flask extensions, created unbound here and bound to an app in create_app()."""
+"""Flask extensions, created unbound here and bound to an app in create_app().
+
+Flask-Migrate is not among them: it imports alembic and mako (about 11 MB of a process's memory), which
+only `flask db …` needs; edcrm.cli.migrate binds it when that command runs."""
 
 from __future__ import annotations
 
 from flask_login import LoginManager
-from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
 from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
@@ -25,7 +27,6 @@ class Base(DeclarativeBase):
 
 
 db = SQLAlchemy(model_class=Base)
-migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 

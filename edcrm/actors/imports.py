@@ -8,9 +8,11 @@ until that moment a retry may still need it.
 
 from __future__ import annotations
 
-from ..imports import pipeline
 from ..jobs import actor, last_error
 from ..jobs.subjects import IMPORT
+
+# The pipeline (phonenumbers, psycopg's COPY…) is imported when an import runs, not where the actor is
+# only declared to be sent (the web process) or where this queue is not worked.
 
 #: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
 IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
@@ -19,6 +21,8 @@ IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
 @actor(queue_name="csv_import", time_limit=60 * 1000)
 def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt of an import_leads message failed: the import is failed, its file deleted."""
+    from ..imports import pipeline
+
     pipeline.fail_import(message["args"][0], last_error(message))
 
 
@@ -30,4 +34,6 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
 )
 def import_leads(import_id: int) -> None:
     """Import the CSV of LeadImport import_id into leads of its branch (see edcrm.imports.pipeline)."""
+    from ..imports import pipeline
+
     pipeline.run_import(import_id)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from ..jobs import actor, last_error
 from ..jobs.subjects import RECORDING_UPLOAD
-from ..models import UploadStatus
-from ..recordings import finalize
+
+# finalize (and mutagen, through edcrm.recordings.audio) is imported when a recording is finalized, not
+# where the actors are only declared to be sent (the web process) or where this queue is not worked.
 
 #: Assembling and storing a recording of 1 GiB or more over a slow link takes a while.
 RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
@@ -19,6 +20,9 @@ RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
 @actor(queue_name="recordings", time_limit=60 * 1000)
 def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt to finalize an upload failed: the upload is failed, with the last error."""
+    from ..models import UploadStatus
+    from ..recordings import finalize
+
     error = last_error(message) or "the job failed after its retries"
     finalize.end(message["args"][0], UploadStatus.FAILED, error)
 
@@ -31,6 +35,8 @@ def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
 )
 def process_chunked_recording(upload_id: str) -> None:
     """Assemble a chunked upload's chunks into its call's Recording."""
+    from ..recordings import finalize
+
     finalize.finalize_upload(upload_id)
 
 
@@ -42,4 +48,6 @@ def process_chunked_recording(upload_id: str) -> None:
 )
 def process_recording_upload(upload_id: str) -> None:
     """Store a one-shot upload's file as its call's Recording."""
+    from ..recordings import finalize
+
     finalize.finalize_upload(upload_id)

@@ -161,7 +161,9 @@ class PartsReader:
     whatever the recording's size. What passes is counted and hashed.
     """
 
-    FETCH_BUDGET = 8 * 1024 * 1024
+    #: 4 MiB: fetching further ahead made finalize no faster (bench/recordings.py), and cost the worker
+    #: 5 MB more at its peak.
+    FETCH_BUDGET = 4 * 1024 * 1024
     MAX_FETCHERS = 6
     _END = object()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
 from flask import current_app
@@ -17,7 +18,9 @@ from flask import current_app
 from ..config import ConfigError
 from .base import BLOCK_SIZE, InvalidKey, ObjectNotFound, Storage, StorageError, validate_key
 from .local import LocalStorage
-from .s3 import S3Storage
+
+if TYPE_CHECKING:
+    from .s3 import S3Storage
 
 __all__ = [
     "BLOCK_SIZE",
@@ -33,6 +36,17 @@ __all__ = [
 ]
 
 EXTENSION_NAME = "edcrm.storage"
+
+
+def __getattr__(name: str):
+    # boto3 (10 MB of a process's memory) is imported only where the S3 backend is used.
+    if name == "S3Storage":
+        from .s3 import S3Storage
+
+        return S3Storage
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 _lock = threading.Lock()
 
 
@@ -55,6 +69,8 @@ def storage_from_url(
     if parts.scheme == "s3":
         if not parts.netloc:
             raise ConfigError(f"STORAGE_URL must be s3://bucket/prefix, got {url!r}")
+        from .s3 import S3Storage
+
         try:
             prefix = unquote(parts.path).strip("/")
             return S3Storage(
