@@ -8,6 +8,7 @@ import csv
 import io
 import uuid
 
+import dramatiq
 import pytest
 import sqlalchemy as sa
 from conftest import make_user
@@ -16,6 +17,7 @@ from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
 from edcrm.imports import pipeline
 from edcrm.imports.report import iter_error_report
+from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport, Role
 from edcrm.storage import get_storage
 
@@ -62,7 +64,19 @@ def queue_import(branch, data: bytes, telecallers, filename="leads.csv") -> int:
     return lead_import.id
 
 
+@pytest.fixture
+def stub_worker(stub_broker):
+    """A worker that run_jobs starts, not the fixture: between queueing an import and running its job, a
+    test may delete the file or the import, or patch the pipeline, without racing the worker."""
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
+    yield worker
+    if worker.consumers:
+        stop_worker(stub_broker, worker)
+
+
 def run_jobs(stub_broker, stub_worker) -> None:
+    if not stub_worker.consumers:
+        stub_worker.start()
     stub_broker.join("csv_import", timeout=60_000, fail_fast=False)
     stub_worker.join()
 
