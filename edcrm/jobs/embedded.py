@@ -33,10 +33,19 @@ class EmbeddedWorkers:
         if not is_in_memory(self.broker):
             raise RuntimeError("embedded workers need the in-memory broker (REDIS_URL is set: run dramatiq)")
         self.broker.emit_after("process_boot")
-        for queue, threads in QUEUES.items():
-            worker = dramatiq.Worker(self.broker, queues={queue}, worker_threads=threads, worker_timeout=250)
-            worker.start()
-            self.workers.append(worker)
+        # One worker per queue on one broker, on purpose (each with its queue's concurrency): the broker
+        # warns as the second and third add their own worker middleware. Not a mistake: not said.
+        quiet = _NotTwice()
+        self.broker.logger.addFilter(quiet)
+        try:
+            for queue, threads in QUEUES.items():
+                worker = dramatiq.Worker(
+                    self.broker, queues={queue}, worker_threads=threads, worker_timeout=250
+                )
+                worker.start()
+                self.workers.append(worker)
+        finally:
+            self.broker.logger.removeFilter(quiet)
         with self.app.app_context():
             ledger.resend_pending(self.broker)
         self._scheduler = threading.Thread(target=self._schedule, name="edcrm-scheduler", daemon=True)
@@ -65,6 +74,11 @@ class EmbeddedWorkers:
             for actor in actors:
                 if actor.options["periodic"].validate(due):
                     actor.send_with_options(scheduled_at=str(due))
+
+
+class _NotTwice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "same type twice" not in record.getMessage()
 
 
 def stop_worker(broker: dramatiq.Broker, worker: dramatiq.Worker, timeout: int = 10_000) -> None:
