@@ -208,3 +208,22 @@ def test_the_pages_fit_a_phones_screen(chromium, served, shots):
             assert width <= PHONE["width"], f"{path} is {width}px wide on a {PHONE['width']}px screen"
     finally:
         context.close()
+
+
+def test_the_jobs_list_follows_new_jobs_without_a_reload(browser_context, served, shots):
+    page = sign_in(browser_context, served, served.demo["admin"])
+    page.goto(f"{served.url}/jobs")
+    page.evaluate("window.notReloaded = true")
+    admin = {"Authorization": f"Bearer {served.demo['admin']['token']}"}
+    created = requests.post(
+        f"{served.url}/api/imports",
+        files={"file": ("live.csv", b"name,phone\nLive Lead,9847011111\n", "text/csv")},
+        data={"telecaller_ids": str(served.demo["telecallers"][2]["id"])},
+        headers=admin,
+        timeout=30,
+    ).json()
+    row = page.locator(f'tr[data-job-id="{created["job_id"]}"]')
+    expect(row.locator(".status")).to_have_text("succeeded", timeout=30_000)
+    expect(row).to_contain_text(f"Import #{created['id']}")
+    assert page.evaluate("window.notReloaded === true")
+    shots(page, "live")
