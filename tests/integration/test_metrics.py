@@ -7,58 +7,28 @@ import urllib.error
 import urllib.request
 
 import pytest
-import redis
-import sqlalchemy as sa
 from prometheus_client.parser import text_string_to_metric_families
 
 from .helpers import (
     free_port,
-    fresh_postgres_database,
     run_flask,
-    service_env,
     start_dramatiq,
     start_gunicorn,
     wait_for,
     wait_for_job,
 )
+from .test_worker import database, engine  # noqa: F401  (fixtures)
+from .test_worker import env as worker_env  # noqa: F401  (the fixture that env builds on)
 
 pytestmark = pytest.mark.integration
 
 METRICS_TOKEN = "integration-metrics-token"
 
 
-@pytest.fixture(scope="module")
-def database(postgres_url, tmp_path_factory):
-    instance = tmp_path_factory.mktemp("instance")
-    with fresh_postgres_database(postgres_url) as url:
-        run_flask("db", "upgrade", env=service_env(DATABASE_URL=url, EDCRM_INSTANCE_PATH=instance))
-        yield url
-
-
 @pytest.fixture
-def engine(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def env(database, redis_url, engine, tmp_path):
-    with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE job_errors, jobs"))
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-    return service_env(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database,
-        JOB_MIN_BACKOFF_MS="50",
-        JOB_MAX_BACKOFF_MS="200",
-        EDCRM_INSTANCE_PATH=tmp_path / "instance",
-        STORAGE_URL=(tmp_path / "storage").as_uri(),
-        SECRET_KEY="x",
-        METRICS_TOKEN=METRICS_TOKEN,
-    )
+def env(worker_env):  # noqa: F811
+    """test_worker's environment (an empty ledger and Redis database), with a metrics token."""
+    return worker_env | {"METRICS_TOKEN": METRICS_TOKEN}
 
 
 def scrape(url: str, headers: dict | None = None) -> dict[tuple[str, frozenset], float] | None:
@@ -80,7 +50,7 @@ def ping(env, *options: str) -> str:
     return job_id
 
 
-def test_a_worker_serves_its_job_metrics_to_prometheus(env, engine, tmp_path):
+def test_a_worker_serves_its_job_metrics_to_prometheus(env, engine, tmp_path):  # noqa: F811
     port = free_port()
     env = env | {
         "dramatiq_prom_host": "127.0.0.1",
