@@ -32,6 +32,8 @@ CANCELLABLE = (JobState.ENQUEUED, JobState.RETRYING)
 RETRYABLE = (JobState.FAILED, JobState.CANCELLED)
 #: States that survive a restart of the embedded mode's in-memory broker only if re-sent.
 PENDING = (JobState.ENQUEUED, JobState.RUNNING, JobState.RETRYING)
+#: States a job ends in (until an operator retries it).
+FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
 class Job(db.Model):

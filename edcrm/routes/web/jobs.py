@@ -10,13 +10,12 @@ from ...extensions import db
 from ...jobs import ledger, listing
 from ...jobs.subjects import IMPORT, Subject, subject_of
 from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
-from ...models.job import CANCELLABLE, RETRYABLE
+from ...models.job import CANCELLABLE, FINAL, RETRYABLE
 from ...permissions import job_for, page_auth, visible_jobs
 from . import bp
 from .session import safe_next
 
 PAGE_SIZE = 50
-FINAL_STATES = {JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 
 
 def _filter_from(args) -> listing.JobFilter:
@@ -110,7 +109,7 @@ def show_job(job_id: str):
         "jobs/show.html",
         job=job,
         served=_served(job),
-        final=job.state in FINAL_STATES,
+        final=job.state in FINAL,
         retryable=job.state in RETRYABLE,
         cancellable=job.state in CANCELLABLE,
     )
@@ -121,7 +120,7 @@ def show_job(job_id: str):
 def job_state(job_id: str):
     """The job page's polling endpoint: it reloads itself when the state changes."""
     job = job_for(g.user, job_id)
-    body = {"state": job.state.value, "attempts": job.attempts, "final": job.state in FINAL_STATES}
+    body = {"state": job.state.value, "attempts": job.attempts, "final": job.state in FINAL}
     return body, 200, {"Cache-Control": "no-store"}
 
 
