@@ -14,22 +14,31 @@ from .memory import tune_malloc
 tune_malloc()  # before any thread starts: see edcrm.memory
 
 
-def create_app(config: Mapping | None = None) -> Flask:
-    """Build the app from the environment; `config` overrides (tests). Nothing connects here."""
+def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
+    """Build the app from the environment; `config` overrides (tests). Nothing connects here.
+
+    web=False builds the app a `dramatiq` worker or the scheduler runs jobs in: the database, the job
+    system and the storage, without the pages, the API, the CLI and their imports (a few MB a process).
+    """
     instance_path = Path(os.environ.get("EDCRM_INSTANCE_PATH") or PROJECT_ROOT / "instance")
     instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_path))
     app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
 
-    from . import auth, cli, jobs, metrics, routes
-    from .extensions import csrf, db
+    from . import jobs
+    from .extensions import db
 
-    metrics.init_app(app)  # first: its timer starts before any other before_request function
+    if web:
+        from . import auth, cli, metrics, routes
+        from .extensions import csrf
+
+        metrics.init_app(app)  # first: its timer starts before any other before_request function
     db.init_app(app)
-    csrf.init_app(app)
-    auth.init_app(app)
-    routes.init_app(app)
-    cli.init_app(app)
+    if web:
+        csrf.init_app(app)
+        auth.init_app(app)
+        routes.init_app(app)
+        cli.init_app(app)
     jobs.init_app(app)
 
     from . import actors  # noqa: F401  (declares the actors on the broker, so the app can send them)

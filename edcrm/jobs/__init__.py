@@ -55,7 +55,7 @@ def job_app() -> Flask:
             if _app is None:
                 from .. import create_app
 
-                create_app()  # binds itself through init_app()
+                create_app(web=False)  # binds itself through init_app(); no pages or API here
     assert _app is not None
     return _app
 
