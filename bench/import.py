@@ -26,6 +26,7 @@ import contextlib
 import csv
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -301,11 +302,13 @@ def run_actor(env: dict[str, str], engine: sa.Engine, import_id: int, log_path: 
         )
     try:
         deadline = time.monotonic() + 60
-        while "ready for action" not in log_path.read_text(errors="replace"):
+        while "Worker process is ready for action" not in log_path.read_text(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)
-        (worker_pid,) = children_of(process.pid)
+        # The worker process (not the fork that serves Dramatiq's Prometheus metrics), by its log line.
+        workers = re.findall(r"\[PID (\d+)\] \[\w+\] \[dramatiq\.WorkerProcess\(0\)\]", log_path.read_text())
+        (worker_pid,) = {int(pid) for pid in workers} & set(children_of(process.pid))
         # Sent from a separate process, as a web process would; the clock starts at the send.
         code = (
             "import time\n"
