@@ -146,7 +146,11 @@ def scan(lead_import: LeadImport) -> str:
                     map_columns(csv_file.header)
                 except MissingColumns as error:
                     cancel(lead_import, str(error), source_columns=csv_file.header)
-                total = sum(1 for _ in csv_file.records)
+                total = csv_file.count_records()
+            if total is None:  # malformed somewhere: parse again, row by row, for the row to name
+                with open_csv(lead_import.storage_key, encoding) as csv_file:
+                    sum(1 for _ in csv_file.records)  # raises CsvFormatError
+                cancel(lead_import, "The file is not valid CSV. Nothing was imported.")
         except NotCsv as error:
             cancel(lead_import, f"The file is not CSV text: {error}.")
         except CsvFormatError as error:
