@@ -223,6 +223,7 @@ IMPORT_GC_THRESHOLD = 20_000
 _collections_lock = threading.Lock()
 _collections_users = 0
 _collections_saved = (700, 10, 10)
+_collections_froze = False
 
 
 @contextmanager
@@ -237,11 +238,14 @@ def fewer_collections() -> Iterator[None]:
     come every IMPORT_GC_THRESHOLD allocations; cyclic garbage is still collected, only later. Process-wide,
     so counted like prompt_thread_switches: the last import to finish unfreezes and restores.
     """
-    global _collections_users, _collections_saved
+    global _collections_users, _collections_saved, _collections_froze
     with _collections_lock:
         if _collections_users == 0:
             _collections_saved = gc.get_threshold()
-            gc.freeze()
+            # Objects frozen by someone else stay frozen: only a freeze of ours is undone after.
+            _collections_froze = gc.get_freeze_count() == 0
+            if _collections_froze:
+                gc.freeze()
             gc.set_threshold(max(_collections_saved[0], IMPORT_GC_THRESHOLD), *_collections_saved[1:])
         _collections_users += 1
     try:
@@ -251,7 +255,8 @@ def fewer_collections() -> Iterator[None]:
             _collections_users -= 1
             if _collections_users == 0:
                 gc.set_threshold(*_collections_saved)
-                gc.unfreeze()
+                if _collections_froze:
+                    gc.unfreeze()
 
 
 class CpuGate:
