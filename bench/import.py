@@ -26,6 +26,7 @@ import contextlib
 import csv
 import os
 import random
+import re
 import signal
 import statistics
 import subprocess
@@ -283,8 +284,11 @@ def peak_rss_mb(pid: int) -> float:
     raise RuntimeError("no VmHWM")
 
 
-def run_actor(env: dict[str, str], engine: sa.Engine, import_id: int, log_path: Path) -> tuple[float, float]:
-    """One worker, one import: (seconds from send to completed, the worker process's peak RSS in MB)."""
+def run_actor(
+    env: dict[str, str], engine: sa.Engine, import_id: int, log_path: Path
+) -> tuple[float, float, float]:
+    """One worker, one import: (seconds from send to completed, the worker process's peak RSS in MB,
+    seconds from send to the import's start)."""
     argv = [
         str(BIN / "dramatiq"),
         "edcrm.actors",
@@ -301,11 +305,13 @@ def run_actor(env: dict[str, str], engine: sa.Engine, import_id: int, log_path: 
         )
     try:
         deadline = time.monotonic() + 60
-        while "ready for action" not in log_path.read_text(errors="replace"):
+        while "Worker process is ready for action" not in log_path.read_text(errors="replace"):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"the worker did not start:\n{log_path.read_text()[-3000:]}")
             time.sleep(0.1)
-        (worker_pid,) = children_of(process.pid)
+        # The worker process (not the fork that serves Dramatiq's Prometheus metrics), by its log line.
+        workers = re.findall(r"\[PID (\d+)\] \[\w+\] \[dramatiq\.WorkerProcess\(0\)\]", log_path.read_text())
+        (worker_pid,) = {int(pid) for pid in workers} & set(children_of(process.pid))
         # Sent from a separate process, as a web process would; the clock starts at the send.
         code = (
             "import time\n"
@@ -327,8 +333,8 @@ def run_actor(env: dict[str, str], engine: sa.Engine, import_id: int, log_path: 
         sent_at = float(sent.stdout.split()[-1])
         while True:
             with engine.connect() as conn:
-                status, error, finished_at = conn.execute(
-                    sa.text("SELECT status, error, finished_at FROM lead_imports WHERE id = :i"),
+                status, error, started_at, finished_at = conn.execute(
+                    sa.text("SELECT status, error, started_at, finished_at FROM lead_imports WHERE id = :i"),
                     {"i": import_id},
                 ).one()
             if status in ("completed", "failed", "cancelled"):
@@ -339,7 +345,9 @@ def run_actor(env: dict[str, str], engine: sa.Engine, import_id: int, log_path: 
         elapsed = finished_at.timestamp() - sent_at
         if status != "completed":
             raise RuntimeError(f"the import ended {status}: {error}")
-        return elapsed, peak_rss_mb(worker_pid)
+        # Included in elapsed: the time the message waited for the idle worker's next poll of Redis
+        # (Dramatiq backs off up to its worker timeout, 1 s), shown apart for information.
+        return elapsed, peak_rss_mb(worker_pid), started_at.timestamp() - sent_at
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
@@ -448,13 +456,14 @@ def main() -> None:
                 conn.execute(sa.text("TRUNCATE leads CASCADE"))
             import_id = queue_file(engine, storage, big, branch_id, telecallers)
             checkpoint(engine)
-            actor_s, rss = run_actor(env, engine, import_id, tmp_path / f"worker-n-{run}.log")
+            actor_s, rss, queued_s = run_actor(env, engine, import_id, tmp_path / f"worker-n-{run}.log")
             counts = import_counts(engine, import_id)
             assert counts["successful_rows"] == valid == copied, (counts, valid, copied)
             assert counts["failed_rows"] == invalid and counts["duplicate_rows"] == dups, counts
             actor_runs.append((actor_s, rss))
             print(
-                f"(b) import actor, {n:,} rows, run {run + 1}: {actor_s:.2f} s, "
+                f"(b) import actor, {n:,} rows, run {run + 1}: {actor_s:.2f} s "
+                f"(of which {queued_s:.2f} s before the worker started it), "
                 f"{n / actor_s:,.0f} rows/s read, "
                 f"{valid / actor_s:,.0f} leads/s written ({counts['successful_rows']:,} leads, "
                 f"{counts['failed_rows']:,} invalid, {counts['duplicate_rows']:,} duplicates; "
@@ -468,7 +477,7 @@ def main() -> None:
         median_copy, median_actor = statistics.median(copy_runs), statistics.median(r[0] for r in actor_runs)
 
         tenth_id = queue_file(engine, storage, small, tenth_branch_id, telecallers)
-        tenth_s, rss_tenth = run_actor(env, engine, tenth_id, tmp_path / "worker-tenth.log")
+        tenth_s, rss_tenth, _ = run_actor(env, engine, tenth_id, tmp_path / "worker-tenth.log")
         print(f"    import actor, {tenth:,} rows: {tenth_s:.2f} s, {tenth / tenth_s:,.0f} rows/s read")
 
         ratio = copy_s / actor_s  # the same leads written by both: the ratio of their rates

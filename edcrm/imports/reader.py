@@ -198,6 +198,16 @@ class CsvFile:
     header_row: int
     header: list[str]
     records: Iterator[tuple[int, list[str]]]
+    parser: Iterator[list[str]] | None = None  # the csv reader under records
+
+    def count_records(self) -> int | None:
+        """How many records `records` has left to give, counted by the csv module alone (no Python per
+        record: the first pass of an import over a large file), consuming them; None when the text is
+        malformed somewhere: read `records` from a fresh open_csv for the error that names the row."""
+        try:
+            return sum(map(any, self.parser))  # records skips blank rows and rows of empty cells
+        except csv.Error:
+            return None
 
 
 @contextmanager
@@ -219,7 +229,7 @@ def open_csv(key: str, encoding: str | None = None, storage: Storage | None = No
         reader = csv.reader(itertools.chain([first_line], text), _StrictDialect, delimiter=delimiter)
         records = _records(reader, first_row=blank_lines + 1, line_offset=blank_lines)
         header_row, header = next(records)
-        yield CsvFile(encoding, delimiter, header_row, header, records)
+        yield CsvFile(encoding, delimiter, header_row, header, records, reader)
 
 
 def _records(reader, *, first_row: int, line_offset: int) -> Iterator[tuple[int, list[str]]]:

@@ -102,55 +102,62 @@ class RowValidator:
     """Turns rows of one file (whose columns are mapped) into LeadValues, or a list of reasons."""
 
     def __init__(self, columns: ColumnMap):
-        self.name_index = columns.index("student_name")
-        self.phone_index = columns.index("phone_number")
-        self.email_index = columns.index("email")
-        self.alternate_index = columns.index("alternate_phone")
-        self.text_indexes = [(field, columns.index(field)) for field in TEXT_FIELDS]
+        fields = ("student_name", "phone_number", "email", "alternate_phone", *TEXT_FIELDS)
+        indexes = [columns.index(field) for field in fields]  # None: the file has no such column
+        # A row short of a column used is padded with empty cells to this width.
+        self.width = max((index for index in indexes if index is not None), default=-1) + 1
+        self.name_index, self.phone_index, self.email_index, self.alternate_index = indexes[:4]
+        self.text_indexes = indexes[4:]
+        self.text_limits = [(MAX_LENGTHS[field], LABELS[field]) for field in TEXT_FIELDS]
+        self.shortest_text_limit = min(limit for limit, _ in self.text_limits)
 
     def validate(self, cells: Sequence[str]) -> LeadValues | list[str]:
+        # The row's cells by index, without a check per cell (this runs once per row of every import):
+        # a row short of a column is padded with empty cells first.
+        if len(cells) < self.width:
+            cells = [*cells, *[""] * (self.width - len(cells))]
         reasons: list[str] = []
-        width = len(cells)
 
-        name = _cell(cells, self.name_index, width)
+        name = _cell(cells, self.name_index)
         if not name:
             reasons.append("name is missing")
         elif len(name) > MAX_LENGTHS["student_name"]:
             reasons.append(f"name is longer than {MAX_LENGTHS['student_name']} characters")
 
-        phone = _cell(cells, self.phone_index, width)
+        phone = _cell(cells, self.phone_index)
         if not phone:
             reasons.append("phone is missing")
         else:
-            try:
-                phone = normalise_phone(phone)
-            except InvalidPhone as error:
-                reasons.append(f"phone {phone!r} {error}")
+            fast = _fast_indian_mobile(phone)
+            if fast is not None:
+                phone = fast
+            else:
+                try:
+                    phone = normalise_phone_fully(phone)
+                except InvalidPhone as error:
+                    reasons.append(f"phone {phone!r} {error}")
 
-        email = _cell(cells, self.email_index, width) or None
+        email = _cell(cells, self.email_index) or None
         if email is not None and not is_valid_email(email):
             reasons.append(f"email {email!r} is not a valid email address")
 
-        alternate = _cell(cells, self.alternate_index, width) or None
+        alternate = _cell(cells, self.alternate_index) or None
         if alternate is not None:
             try:
                 alternate = normalise_phone(alternate)
             except InvalidPhone as error:
                 reasons.append(f"{LABELS['alternate_phone']} {alternate!r} {error}")
 
-        texts = []
-        for field, index in self.text_indexes:
-            value = _cell(cells, index, width) or None
-            if value is not None and len(value) > MAX_LENGTHS[field]:
-                reasons.append(f"{LABELS[field]} is longer than {MAX_LENGTHS[field]} characters")
-            texts.append(value)
+        texts = [cells[index].strip() if index is not None else "" for index in self.text_indexes]
+        if max(map(len, texts)) > self.shortest_text_limit:
+            for text, (limit, label) in zip(texts, self.text_limits, strict=True):
+                if len(text) > limit:
+                    reasons.append(f"{label} is longer than {limit} characters")
 
         if reasons:
             return reasons
-        return LeadValues(name, phone, email, alternate, *texts)
+        return LeadValues(name, phone, email, alternate, *[text or None for text in texts])
 
 
-def _cell(cells: Sequence[str], index: int | None, width: int) -> str:
-    if index is None or index >= width:
-        return ""
-    return cells[index].strip()
+def _cell(cells: Sequence[str], index: int | None) -> str:
+    return cells[index].strip() if index is not None else ""
