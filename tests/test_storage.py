@@ -286,3 +286,11 @@ def test_get_storage_is_the_apps_configured_backend(app, tmp_path):
         assert isinstance(storage, LocalStorage)
         assert storage.root == tmp_path / "storage"
         assert get_storage() is storage  # built once per app
+
+
+def test_delete_many_removes_the_keys_and_their_empty_folders(storage, root):
+    keys = [f"uploads/u/chunks/{index:05d}" for index in range(3)]
+    for key in [*keys, "uploads/v/kept"]:
+        storage.save(key, io.BytesIO(b"x"))
+    storage.delete_many([*keys, "uploads/u/never-stored"])
+    assert files_under(root) == ["uploads/v/kept"]

@@ -192,3 +192,23 @@ def test_get_storage_reads_the_apps_configuration(app, s3_server, bucket):  # no
         assert get_storage() is storage
     head = s3_server.client().head_object(Bucket=bucket, Key="files/hello.txt")
     assert head["ContentLength"] == 5
+
+
+def test_delete_many_removes_every_key_in_batches(storage, s3_server, bucket, monkeypatch):  # noqa: F811
+    monkeypatch.setattr("edcrm.storage.s3.DELETE_BATCH", 2)
+    keys = [f"uploads/u/chunks/{index:05d}" for index in range(5)]
+    for key in [*keys, "uploads/other/kept"]:
+        storage.save(key, io.BytesIO(key.encode()))
+    requests_made = []
+    storage.client.meta.events.register("before-call.s3.DeleteObjects", lambda **_: requests_made.append(1))
+
+    storage.delete_many([*keys, "uploads/u/never-stored"])  # a missing key is no error
+
+    assert len(requests_made) == 3  # 6 keys, 2 a request
+    assert not any(storage.exists(key) for key in keys)
+    assert storage.exists("uploads/other/kept")
+
+
+def test_delete_many_refuses_a_key_that_could_escape(storage):
+    with pytest.raises(InvalidKey):
+        storage.delete_many(["uploads/ok", "../outside"])

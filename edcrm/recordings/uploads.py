@@ -254,8 +254,7 @@ def remove_received(upload: RecordingUpload) -> None:
     storage = get_storage()
     keys = [upload.file_key] if upload.kind is UploadKind.SINGLE else []
     keys += [upload.chunk_key(index) for index in upload.received_indexes()]
-    for key in keys:
-        storage.delete(key)
+    storage.delete_many(keys)
     db.session.execute(sa.delete(RecordingChunk).where(RecordingChunk.upload_id == upload.id))
     upload.updated_at = utcnow()
 

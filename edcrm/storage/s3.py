@@ -40,6 +40,8 @@ ASSEMBLE_CONCURRENCY = 4
 
 #: SigV4 presigned URLs live at most a week.
 MAX_URL_EXPIRY = 7 * 24 * 3600
+#: DeleteObjects takes at most 1,000 keys a request.
+DELETE_BATCH = 1000
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
 
@@ -272,6 +274,19 @@ class S3Storage(Storage):
 
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
+
+    def delete_many(self, keys: Iterable[str]) -> None:
+        """DeleteObjects, DELETE_BATCH keys a request (S3's limit); a key it could not delete raises."""
+        object_keys = [self.object_key(key) for key in keys]
+        for start in range(0, len(object_keys), DELETE_BATCH):
+            batch = [{"Key": key} for key in object_keys[start : start + DELETE_BATCH]]
+            answer = self.client.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
+            if errors := answer.get("Errors"):
+                first = errors[0]
+                raise OSError(
+                    f"S3 did not delete {len(errors)} object(s), e.g. {first.get('Key')}: "
+                    f"{first.get('Code')} {first.get('Message')}"
+                )
 
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
