@@ -34,6 +34,7 @@ def _reset():
 
 @pytest.fixture
 def people(app):
+    """Kochi: an admin and a telecaller; Thrissur: an admin. Ids only: no context stays open."""
     with app.app_context():
         kochi, thrissur = Branch(name="Kochi"), Branch(name="Thrissur")
         db.session.add_all([kochi, thrissur])
