@@ -128,14 +128,10 @@ class RowValidator:
         if not phone:
             reasons.append("phone is missing")
         else:
-            fast = _fast_indian_mobile(phone)
-            if fast is not None:
-                phone = fast
-            else:
-                try:
-                    phone = normalise_phone_fully(phone)
-                except InvalidPhone as error:
-                    reasons.append(f"phone {phone!r} {error}")
+            try:
+                phone = normalise_phone(phone)
+            except InvalidPhone as error:
+                reasons.append(f"phone {phone!r} {error}")
 
         email = _cell(cells, self.email_index) or None
         if email is not None and not is_valid_email(email):
