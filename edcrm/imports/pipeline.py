@@ -51,7 +51,7 @@ import sys
 import threading
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import psycopg
@@ -500,7 +500,7 @@ class BatchImporter:
     """Commits batches of validated rows for one import (see the module's docstring)."""
 
     lead_import: LeadImport
-    cpu: CpuGate | None = None
+    cpu: CpuGate  # the reading thread's gate (BatchReader.cpu)
     import_id: int = field(init=False)
     branch_id: int = field(init=False)
     telecaller_ids: list[int] = field(init=False)
@@ -534,7 +534,7 @@ class BatchImporter:
 
     def _commit(self, batch: Sequence[RowOutcome], lookup: Lookup | None) -> None:
         # The reading thread waits while this thread's Python keeps PostgreSQL idle (see CpuGate).
-        with self.cpu.closed() if self.cpu is not None else nullcontext():
+        with self.cpu.closed():
             if self.postgres:
                 # No wait for the WAL flush at this batch's commit. A crash of PostgreSQL itself may lose
                 # the last batches committed (a fraction of a second), but each whole, with the
