@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from flask import current_app, g, request
+from flask import Response, current_app, g, request
 from flask_login import current_user
 from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
 
@@ -99,6 +99,14 @@ def metrics_auth(view: Callable) -> Callable:
         return as_admin(*args, **kwargs)
 
     return wrapped
+
+
+def bearer_challenge(response: Response) -> Response:
+    """RFC 6750: a 401 from a bearer-protected route (api_auth, metrics_auth) names the scheme it wants.
+    Registered for the whole app (edcrm.routes.init_app)."""
+    if response.status_code == 401 and g.get("bearer_challenge"):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="edcrm"'
+    return response
 
 
 def page_auth(*roles: Role | str) -> Callable:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, g
+from flask import Blueprint, Response
 
 from .. import metrics as web_metrics
 from ..extensions import csrf
@@ -17,11 +17,3 @@ csrf.exempt(bp)  # GET only, with a bearer token
 def metrics():
     body, content_type = web_metrics.render()
     return Response(body, content_type=content_type, headers={"Cache-Control": "no-store"})
-
-
-@bp.after_request
-def _bearer_challenge(response: Response) -> Response:
-    """RFC 6750: a 401 names the scheme it wants."""
-    if response.status_code == 401 and g.get("bearer_challenge"):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="edcrm"'
-    return response
