@@ -151,7 +151,14 @@ def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(st
 
     with s3_server.stopped():
         job_id = http.post(f"{base}/api/recordings/uploads/{upload_id}/complete", timeout=30).json()["job_id"]
-        waiting = wait_for_job(engine, job_id, "retrying", timeout=60, watch=worker)
+        wait_for_job(engine, job_id, "retrying", timeout=60, watch=worker)
+        # `retrying` is written as the retry is enqueued, the attempt's error row a moment after it.
+        waiting = wait_for(
+            lambda: (row := job_row(engine, job_id))["errors"] and row,
+            timeout=30,
+            what="the failed attempt's error",
+            watch=worker,
+        )
         assert "Could not connect" in waiting["errors"][0]["error"]
     assert bucket_keys(s3_server, bucket) == chunk_keys  # back, before the retry: every chunk is there
 
