@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import hashlib
 import io
+import random
 import time
+import tracemalloc
 
 import pytest
 import sqlalchemy as sa
@@ -191,6 +193,29 @@ def test_a_one_shot_upload_becomes_the_recording(app, telecaller, call_log, stub
     recording = db.session.get(CallLog, call_log.id).recording
     assert (recording.size, recording.duration_seconds) == (len(audio), 1.5)
     assert storage_files(app) == [recording.storage_key]
+
+
+def test_chunks_as_large_as_the_limit_are_streamed_not_held_whole(
+    app, telecaller, call_log, stub_broker, stub_worker
+):
+    """A phone may send chunks of up to MAX_CHUNK_BYTES (16 MiB by default): finalize reads them block
+    by block, so the worker holds a few MiB of one at a time, not the chunk (nor two of them)."""
+    app.config["MAX_CHUNK_BYTES"] = 24 * MIB
+    audio = wav(1.0) + random.Random(5).randbytes(3 * 24 * MIB - len(wav(1.0)))
+    upload = chunked(telecaller, call_log, audio, 3, total_size=len(audio))
+    job_id = uploads.complete(upload)
+
+    tracemalloc.start()
+    try:
+        run_jobs(stub_broker, stub_worker)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert job(job_id).state is JobState.SUCCEEDED
+    recording = db.session.get(CallLog, call_log.id).recording
+    assert recording.sha256 == hashlib.sha256(audio).hexdigest() and recording.size == len(audio)
+    assert peak < 12 * MIB, f"finalize held {peak / MIB:.1f} MiB at its peak, for 24 MiB chunks"
 
 
 def test_every_recording_of_a_call_is_kept_and_the_latest_is_its_recording(

@@ -3,32 +3,34 @@
     finalize_upload(upload_id)        run by the recordings actors; safe to run again
       1. the upload, its call log and its parts must exist, else Unrecoverable (cancelled);
       2. if a Recording of this upload exists, an earlier run committed it: only the cleanup is left;
-      3. the audio type is read from the first bytes (it names the final object);
-      4. the parts are streamed in order, fetched ahead by threads, through Storage.assemble into the
-         final object under recordings/…, hashed and counted as they pass: they are spooled to a local
-         temporary file (which the duration reader then seeks in) and, on S3, each 8 MiB part of the
-         spool goes up as a multipart part as soon as it is complete, read from disk, so chunks of any
-         size become parts of at least 5 MiB and memory stays bounded. The total size and SHA-256 the
-         client announced are checked before the object appears (a mismatch stores nothing);
-      5. one transaction creates the Recording and marks the upload completed;
-      6. only then are the chunks deleted.
+      3. the parts are streamed in order, fetched ahead by threads; the audio type, read from their
+         first bytes, names the final object under recordings/…; they go through Storage.assemble into
+         it, hashed and counted as they pass: they are spooled to a local temporary file (which the
+         duration reader then seeks in) and, on S3, each 8 MiB part of the spool goes up as a multipart
+         part as soon as it is complete, read from disk, so chunks of any size become parts of at least
+         5 MiB and memory stays bounded. The total size and SHA-256 the client announced are checked
+         before the object appears (a mismatch stores nothing);
+      4. one transaction creates the Recording and marks the upload completed;
+      5. only then are the chunks deleted.
 
 A transient error (S3 or the database unreachable) raises as it is: the job is retried with backoff and,
-the parts being deleted only after step 5, loses nothing. If step 5 fails (the call log deleted meanwhile,
-the database gone), the object is removed again; a run killed between steps 4 and 5 leaves an object no
+the parts being deleted only after step 4, loses nothing. If step 4 fails (the call log deleted meanwhile,
+the database gone), the object is removed again; a run killed between steps 3 and 4 leaves an object no
 row names, which the retry stores again under the same key, replacing it.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import queue
 import tempfile
 import threading
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from itertools import islice
+from itertools import chain, islice
 from typing import BinaryIO
 
 import sqlalchemy as sa
@@ -82,13 +84,15 @@ def _build(upload: RecordingUpload) -> Recording:
         if missing:
             raise Unrecoverable(f"recording upload {upload.id} is missing chunks {missing[:20]}")
     storage, keys = get_storage(), upload.source_keys()
-    kind = _detect(storage, keys[0], upload.id)
-    key = f"recordings/{upload.call_log_id}/{upload.id}{kind.extension}"
     largest = db.session.execute(
         sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
     ).scalar()
     with tempfile.NamedTemporaryFile(prefix="edcrm-recording-") as copy:
         with PartsReader(storage, keys, largest) as parts:
+            # The type, from the first bytes, names the final object: known before anything is stored.
+            first = parts.read(BLOCK_SIZE)
+            kind = _detect(first[: audio.SNIFF_BYTES], upload.id)
+            key = f"recordings/{upload.call_log_id}/{upload.id}{kind.extension}"
 
             def verify() -> None:  # before the object appears: a refused upload stores nothing
                 if upload.total_size is not None and parts.size != upload.total_size:
@@ -100,7 +104,7 @@ def _build(upload: RecordingUpload) -> Recording:
                         f"the recording's SHA-256 is {parts.sha256()}, not the announced {upload.sha256}"
                     )
 
-            blocks = iter(lambda: parts.read(BLOCK_SIZE), b"")
+            blocks = chain([first], iter(lambda: parts.read(BLOCK_SIZE), b""))
             size = storage.assemble(key, blocks, copy, verify)
         sha256 = parts.sha256()
         seconds = audio.duration(kind, copy)
@@ -142,10 +146,8 @@ def _read_part(storage: Storage, key: str) -> bytes:
         return part.read()
 
 
-def _detect(storage: Storage, first_key: str, upload_id: str) -> audio.AudioType:
-    """The type, from the first bytes: known before anything is stored, it names the final object."""
-    with _open_part(storage, first_key) as first:
-        head = first.read(audio.SNIFF_BYTES)
+def _detect(head: bytes, upload_id: str) -> audio.AudioType:
+    """The audio type of a recording that starts with head; UploadUnusable if it is not audio."""
     try:
         return audio.detect(head)
     except audio.NotAudio as error:
@@ -155,10 +157,11 @@ def _detect(storage: Storage, first_key: str, upload_id: str) -> audio.AudioType
 class PartsReader:
     """The parts of an upload as one stream, in order, for Storage.assemble.
 
-    Threads fetch the next chunks while the ones before them are being stored, so storage latency
-    overlaps the upload: up to FETCH_BUDGET bytes of whole chunks at once (chunks are small, at most
-    MAX_CHUNK_BYTES), or, for a single part (a one-shot file), a few blocks ahead. Memory stays bounded
-    whatever the recording's size. What passes is counted and hashed.
+    Small chunks (at least two fit in FETCH_BUDGET) are fetched whole by threads, ahead of the ones
+    being stored, so that the latency of their many requests overlaps the upload. Larger parts (chunks
+    up to MAX_CHUNK_BYTES, a one-shot file) are read one after the other, block by block, a few blocks
+    ahead: their bytes, not their requests, take the time. Memory stays bounded whatever the size of the
+    recording or of its chunks. What passes is counted and hashed.
     """
 
     #: 2 MiB (two 1 MiB chunks in flight): fetching further ahead made finalize no faster on the
@@ -169,11 +172,13 @@ class PartsReader:
 
     def __init__(self, storage: Storage, keys: list[str], largest_part: int | None = None):
         self.size, self._digest = 0, hashlib.sha256()
-        self._blocks: queue.Queue = queue.Queue(maxsize=2 if len(keys) > 1 else 8)
+        fetchers = min(self.MAX_FETCHERS, self.FETCH_BUDGET // max(largest_part or self.FETCH_BUDGET, 1))
+        whole = len(keys) > 1 and fetchers >= 2
+        self._blocks: queue.Queue = queue.Queue(maxsize=2 if whole else 4)
         self._pending = b""
         self._stop = threading.Event()
-        fetchers = max(1, min(self.MAX_FETCHERS, self.FETCH_BUDGET // max(largest_part or BLOCK_SIZE, 1)))
-        self._thread = threading.Thread(target=self._fetch, args=(storage, keys, fetchers), daemon=True)
+        fetch = functools.partial(self._fetch_whole, fetchers=fetchers) if whole else self._stream
+        self._thread = threading.Thread(target=self._fetch, args=(fetch, storage, keys), daemon=True)
         self._thread.start()
 
     def _put(self, item) -> bool:
@@ -185,29 +190,37 @@ class PartsReader:
                 continue
         return False
 
-    def _fetch(self, storage: Storage, keys: list[str], fetchers: int) -> None:
+    def _fetch(self, fetch: Callable[[Storage, list[str]], bool], storage: Storage, keys: list[str]) -> None:
+        """Run fetch (False if the reader stopped it), then hand over the end, or fetch's error."""
         try:
-            if len(keys) == 1:
-                with _open_part(storage, keys[0]) as part:
-                    while block := part.read(BLOCK_SIZE):
-                        if not self._put(block):
-                            return
-            else:
-                with ThreadPoolExecutor(fetchers, thread_name_prefix="edcrm-fetch") as pool:
-                    upcoming = iter(keys)
-                    first = islice(upcoming, fetchers)
-                    window = deque(pool.submit(_read_part, storage, key) for key in first)
-                    while window:
-                        data = window.popleft().result()
-                        if (key := next(upcoming, None)) is not None:
-                            window.append(pool.submit(_read_part, storage, key))
-                        if not self._put(data):
-                            for future in window:
-                                future.cancel()
-                            return
-            self._put(self._END)
+            if fetch(storage, keys):
+                self._put(self._END)
         except BaseException as error:  # handed to the reader, which raises it in the job's thread
             self._put(error)
+
+    def _stream(self, storage: Storage, keys: list[str]) -> bool:
+        """Each part in turn, block by block."""
+        for key in keys:
+            with _open_part(storage, key) as part:
+                while block := part.read(BLOCK_SIZE):
+                    if not self._put(block):
+                        return False
+        return True
+
+    def _fetch_whole(self, storage: Storage, keys: list[str], *, fetchers: int) -> bool:
+        """Whole parts, `fetchers` of them requested at once, handed over in order."""
+        with ThreadPoolExecutor(fetchers, thread_name_prefix="edcrm-fetch") as pool:
+            upcoming = iter(keys)
+            window = deque(pool.submit(_read_part, storage, key) for key in islice(upcoming, fetchers))
+            while window:
+                data = window.popleft().result()
+                if (key := next(upcoming, None)) is not None:
+                    window.append(pool.submit(_read_part, storage, key))
+                if not self._put(data):
+                    for future in window:
+                        future.cancel()
+                    return False
+        return True
 
     def read(self, size: int = -1) -> bytes:
         pieces, have = [self._pending] if self._pending else [], len(self._pending)
