@@ -137,23 +137,6 @@ def upload_file_seconds(endpoint: str, recording, folder: Path, runs: int = 2) -
     return min(times)
 
 
-def peak_rss_mb(service: helpers.Service, field: str = "VmHWM") -> dict[int, float]:
-    """VmHWM (or another field of /proc/PID/status) of every process in the service's group, in MB."""
-    peaks = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getpgid(int(entry.name)) != service.process.pid:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith(f"{field}:"):
-                    peaks[int(entry.name)] = int(line.split()[1]) / 1024
-        except (OSError, ProcessLookupError):
-            continue
-    return peaks
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -210,7 +193,7 @@ def main() -> int:
             http = requests.Session()
             http.headers["Authorization"] = f"Bearer {telecaller['token']}"
 
-            idle = {**peak_rss_mb(web, "VmRSS"), **peak_rss_mb(worker, "VmRSS")}
+            idle = {**web.memory_mb("VmRSS"), **worker.memory_mb("VmRSS")}
             whole = hashlib.sha256()
             for data in chunks(size, chunk):
                 whole.update(data)
@@ -244,7 +227,7 @@ def main() -> int:
                 print(f"the job ended {row['state']}: {row['errors']}\n{worker.output()}", file=sys.stderr)
                 return 1
             actor = (row["finished_at"] - row["started_at"]).total_seconds()
-            web_rss, worker_rss = peak_rss_mb(web), peak_rss_mb(worker)
+            web_rss, worker_rss = web.memory_mb(), worker.memory_mb()
         engine.dispose()
 
     ratio = actor / baseline

@@ -68,10 +68,11 @@ class QueueUnavailable(UploadRejected):
 
 
 class _Verified:
-    """Copies a stream into a temporary file on disk, counting and hashing, refusing more than limit."""
+    """Copies a stream into a temporary file on disk, counting and hashing, refusing more than limit.
+    Storage.save_file then sends it from its path, part by part from disk (no part held in memory)."""
 
     def __init__(self, source: Readable, limit: int, what: str):
-        self.file = tempfile.TemporaryFile()  # noqa: SIM115  (closed by __exit__)
+        self.file = tempfile.NamedTemporaryFile(prefix="edcrm-upload-")  # noqa: SIM115  (closed by __exit__)
         self.size, digest = 0, hashlib.sha256()
         try:
             while block := source.read(BLOCK_SIZE):
@@ -83,7 +84,8 @@ class _Verified:
         except BaseException:  # too large, or the client went away: nothing is kept
             self.file.close()
             raise
-        self.file.seek(0)
+        self.file.flush()
+        self.path = self.file.name
         self.sha256 = digest.hexdigest()
 
     def __enter__(self) -> _Verified:
@@ -163,7 +165,7 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
             raise ChecksumMismatch(
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
             )
-        get_storage().save(upload.chunk_key(index), chunk.file)
+        get_storage().save_file(upload.chunk_key(index), chunk.path)
         metrics.count_upload("recording_chunk", chunk.size)
         _record_chunk(upload, index, chunk.size, chunk.sha256)
 
@@ -277,7 +279,7 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
         with _Verified(fileobj, limit, "recording") as received:
             if received.size == 0:
                 raise UploadRejected("The file is empty.")
-            get_storage().save(upload.file_key, received.file)
+            get_storage().save_file(upload.file_key, received.path)
             metrics.count_upload("recording", received.size)
     except BaseException:
         db.session.rollback()

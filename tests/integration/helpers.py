@@ -120,6 +120,22 @@ class Service:
         except FileNotFoundError:
             return ""
 
+    def memory_mb(self, field: str = "VmHWM") -> dict[int, float]:
+        """VmHWM, the peak RSS (or another field of /proc/PID/status), of each process of the group, in MB."""
+        sizes = {}
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                if os.getpgid(int(entry.name)) != self.process.pid:
+                    continue
+                for line in (entry / "status").read_text().splitlines():
+                    if line.startswith(f"{field}:"):
+                        sizes[int(entry.name)] = int(line.split()[1]) / 1024
+            except (OSError, ProcessLookupError):
+                continue
+        return sizes
+
     def describe(self) -> str:
         status = "running" if self.alive else f"exited {self.process.returncode}"
         return f"{self.name} ({status}); its output:\n{self.output()}"

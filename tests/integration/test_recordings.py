@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import random
 import subprocess
 import sys
+from dataclasses import dataclass
 
 import pytest
 import redis
@@ -25,6 +27,7 @@ from s3_server import (
 
 from .helpers import (
     REPO,
+    Service,
     free_port,
     fresh_postgres_database,
     http_get,
@@ -57,9 +60,20 @@ with app.app_context():
 """
 
 
+@dataclass
+class Stack:
+    base: str  # the web's URL
+    http: requests.Session  # a telecaller's API session
+    call_log_id: int  # one of their call logs
+    engine: sa.Engine  # on the jobs' database
+    bucket: str
+    web: Service
+    worker: Service
+
+
 @pytest.fixture
 def stack(postgres_url, redis_url, s3_server, tmp_path):  # noqa: F811
-    """(base URL, API session of a telecaller, a call log id of theirs, ledger engine, bucket, worker)."""
+    """gunicorn and a dramatiq worker on fresh PostgreSQL and Redis databases and a fresh bucket."""
     redis.Redis.from_url(redis_url).flushdb()
     bucket = s3_server.create_bucket()
     with fresh_postgres_database(postgres_url) as database_url:
@@ -93,7 +107,7 @@ def stack(postgres_url, redis_url, s3_server, tmp_path):  # noqa: F811
                 wait_for(lambda: http_get(f"{base}/healthz"), timeout=60, what="gunicorn", watch=web)
                 http = requests.Session()
                 http.headers["Authorization"] = f"Bearer {telecaller['token']}"
-                yield base, http, int(made.stdout.strip()), engine, bucket, worker
+                yield Stack(base, http, int(made.stdout.strip()), engine, bucket, web, worker)
         finally:
             engine.dispose()
 
@@ -126,7 +140,14 @@ def bucket_keys(s3_server, bucket: str) -> list[str]:  # noqa: F811
 
 
 def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):  # noqa: F811
-    base, http, call_log_id, engine, bucket, worker = stack
+    base, http, call_log_id, engine, bucket, worker = (
+        stack.base,
+        stack.http,
+        stack.call_log_id,
+        stack.engine,
+        stack.bucket,
+        stack.worker,
+    )
     audio = wav(1.0) + bytes(11 * 1024 * 1024)  # over 8 MiB: a multipart object
     upload_id = send_chunks(base, http, call_log_id, audio, 12, order=[5, 0, 11, 3, 1, 2, 4, 10, 6, 9, 8, 7])
 
@@ -143,7 +164,14 @@ def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):  # n
 
 
 def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(stack, s3_server):  # noqa: F811
-    base, http, call_log_id, engine, bucket, worker = stack
+    base, http, call_log_id, engine, bucket, worker = (
+        stack.base,
+        stack.http,
+        stack.call_log_id,
+        stack.engine,
+        stack.bucket,
+        stack.worker,
+    )
     audio = amr(3.0)
     upload_id = send_chunks(base, http, call_log_id, audio, 4, order=[3, 2, 1, 0])
     chunk_keys = bucket_keys(s3_server, bucket)
@@ -168,3 +196,23 @@ def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(st
     status = http.get(f"{base}/api/recordings/uploads/{upload_id}", timeout=30).json()
     assert status["status"] == "completed" and status["recording_id"] is not None
     assert bucket_keys(s3_server, bucket) == [f"edcrm/recordings/{call_log_id}/{upload_id}.amr"]
+
+
+def finalized(stack: Stack, data: bytes, parts: int) -> None:
+    """data sent in `parts` chunks through the API, then finalized by the worker."""
+    upload_id = send_chunks(stack.base, stack.http, stack.call_log_id, data, parts, order=range(parts))
+    answer = stack.http.post(f"{stack.base}/api/recordings/uploads/{upload_id}/complete", timeout=30)
+    wait_for_job(stack.engine, answer.json()["job_id"], "succeeded", timeout=120, watch=stack.worker)
+
+
+def test_chunks_as_large_as_the_limit_leave_the_web_and_the_worker_as_small(stack):
+    """16 MiB chunks (the default MAX_CHUNK_BYTES) go through the web to S3 and back through the worker
+    block by block: neither process's peak memory grows by as much as one chunk."""
+    finalized(stack, wav(1.0), 1)  # the worker has made its S3 client and imported what finalize needs
+    before = {**stack.web.memory_mb(), **stack.worker.memory_mb()}
+    chunk = 16 * 1024 * 1024
+    audio = wav(1.0) + random.Random(3).randbytes(3 * chunk - len(wav(1.0)))
+    finalized(stack, audio, 3)
+    after = {**stack.web.memory_mb(), **stack.worker.memory_mb()}
+    growth = {pid: round(after[pid] - before.get(pid, 0), 1) for pid in after}
+    assert max(growth.values()) < 16, f"peak RSS growth in MB, by process: {growth}"
