@@ -159,7 +159,7 @@ class PartsReader:
 
     Small chunks (at least two fit in FETCH_BUDGET) are fetched whole by threads, ahead of the ones
     being stored, so that the latency of their many requests overlaps the upload. Larger parts (chunks
-    up to MAX_CHUNK_BYTES, a one-shot file) are read one after the other, block by block, a few blocks
+    up to MAX_CHUNK_BYTES, a one-shot file) are read one after the other, block by block, two blocks
     ahead: their bytes, not their requests, take the time. Memory stays bounded whatever the size of the
     recording or of its chunks. What passes is counted and hashed.
     """
@@ -174,7 +174,7 @@ class PartsReader:
         self.size, self._digest = 0, hashlib.sha256()
         fetchers = min(self.MAX_FETCHERS, self.FETCH_BUDGET // max(largest_part or self.FETCH_BUDGET, 1))
         whole = len(keys) > 1 and fetchers >= 2
-        self._blocks: queue.Queue = queue.Queue(maxsize=2 if whole else 4)
+        self._blocks: queue.Queue = queue.Queue(maxsize=2)
         self._pending = b""
         self._stop = threading.Event()
         fetch = functools.partial(self._fetch_whole, fetchers=fetchers) if whole else self._stream

@@ -198,11 +198,17 @@ class S3Storage(Storage):
         return reader.count
 
     def save_file(self, key: str, path: str | os.PathLike) -> int:
-        # From a file name, s3transfer reads each part from disk as it sends it (a stream, however
-        # large the part), where from a file object it would hold every part in flight in memory.
         object_key = self.object_key(key)
         size = os.path.getsize(path)
-        self.client.upload_file(os.fspath(path), self.bucket, object_key, Config=self.transfer_config)
+        if size < self.transfer_config.multipart_threshold:
+            # One PUT, which botocore streams from the file (a chunk, a small recording): no transfer
+            # manager and its threads to start for each of a recording's hundreds of chunks.
+            with open(path, "rb") as body:
+                self.client.put_object(Bucket=self.bucket, Key=object_key, Body=body)
+        else:
+            # From a file name, s3transfer reads each part from disk as it sends it (a stream, however
+            # large the part), where from a file object it would hold every part in flight in memory.
+            self.client.upload_file(os.fspath(path), self.bucket, object_key, Config=self.transfer_config)
         return size
 
     def assemble(
