@@ -1,13 +1,13 @@
 """Flask extensions, created unbound here and bound to an app in create_app().
 
 Flask-Migrate is not among them: it imports alembic and mako (about 11 MB of a process's memory), which
-only `flask db …` needs; edcrm.cli.migrate binds it when that command runs."""
+only `flask db …` needs; edcrm.cli.migrate binds it when that command runs. And `csrf` (Flask-WTF with
+WTForms, 1.2 MB) is made on first use, by the pages and the API: workers never import it."""
 
 from __future__ import annotations
 
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
-from flask_wtf import CSRFProtect
 from sqlalchemy import MetaData, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
@@ -28,7 +28,15 @@ class Base(DeclarativeBase):
 
 db = SQLAlchemy(model_class=Base)
 login_manager = LoginManager()
-csrf = CSRFProtect()
+
+
+def __getattr__(name: str):
+    if name == "csrf":
+        from flask_wtf import CSRFProtect
+
+        globals()["csrf"] = protect = CSRFProtect()
+        return protect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @event.listens_for(Engine, "connect")
