@@ -55,23 +55,6 @@ AWS = {
 }
 TARGET_RATIO, TARGET_RSS_MB = 1.5, 100
 
-#: Makes a lead and a call log for the first demo telecaller; prints the call log's id.
-SETUP = """
-import json, sys
-from edcrm import create_app
-from edcrm.extensions import db
-from edcrm.models import CallLog, CallOutcome, Lead, User
-app = create_app()
-with app.app_context():
-    telecaller = db.session.get(User, int(sys.argv[1]))
-    lead = Lead(branch_id=telecaller.branch_id, telecaller_id=telecaller.id, student_name="Bench",
-                phone_number="+919800000999")
-    call_log = CallLog(lead=lead, telecaller_id=telecaller.id, outcome=CallOutcome.CONNECTED)
-    db.session.add(call_log)
-    db.session.commit()
-    print(call_log.id)
-"""
-
 
 def chunks(size: int, chunk: int, seed: int = 7):
     """The recording, chunk by chunk: a WAV header announcing `size` bytes, then pseudo-random data."""
@@ -178,7 +161,7 @@ def main() -> int:
         helpers.run_flask("db", "upgrade", env=env)
         demo = json.loads(helpers.run_flask("edcrm", "seed-demo", "--json", env=env).stdout)
         telecaller = demo["telecallers"][0]
-        argv = [sys.executable, "-c", SETUP, str(telecaller["id"])]
+        argv = [sys.executable, "-c", helpers.MAKE_CALL_LOG, str(telecaller["id"])]
         setup = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
         call_log_id = int(setup.stdout.strip())
         engine = sa.create_engine(database_url)

@@ -92,6 +92,24 @@ def run_flask(*args: str, env: Mapping[str, str], timeout: float = 60, check: bo
 _running: set[Service] = set()
 
 
+#: A call log of the telecaller whose id is argv[1]; prints its id.
+MAKE_CALL_LOG = """
+import sys
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.models import CallLog, CallOutcome, Lead, User
+app = create_app()
+with app.app_context():
+    telecaller = db.session.get(User, int(sys.argv[1]))
+    lead = Lead(branch_id=telecaller.branch_id, telecaller_id=telecaller.id, student_name="Recorded",
+                phone_number="+919800000123")
+    call_log = CallLog(lead=lead, telecaller_id=telecaller.id, outcome=CallOutcome.CONNECTED)
+    db.session.add(call_log)
+    db.session.commit()
+    print(call_log.id)
+"""
+
+
 class Service:
     """A process (and its children) started in its own session, its output in a log file."""
 

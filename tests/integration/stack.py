@@ -14,12 +14,10 @@ import pytest
 import redis
 import requests
 import sqlalchemy as sa
-from s3_server import (
-    AWS_ENV,
-    s3_server,  # noqa: F401  (the fixture)
-)
+from s3_server import AWS_ENV
 
 from .helpers import (
+    MAKE_CALL_LOG,
     REPO,
     Service,
     free_port,
@@ -31,23 +29,6 @@ from .helpers import (
     start_gunicorn,
     wait_for,
 )
-
-#: A call log of the telecaller whose id is argv[1]; prints its id.
-MAKE_CALL_LOG = """
-import sys
-from edcrm import create_app
-from edcrm.extensions import db
-from edcrm.models import CallLog, CallOutcome, Lead, User
-app = create_app()
-with app.app_context():
-    telecaller = db.session.get(User, int(sys.argv[1]))
-    lead = Lead(branch_id=telecaller.branch_id, telecaller_id=telecaller.id, student_name="Recorded",
-                phone_number="+919800000123")
-    call_log = CallLog(lead=lead, telecaller_id=telecaller.id, outcome=CallOutcome.CONNECTED)
-    db.session.add(call_log)
-    db.session.commit()
-    print(call_log.id)
-"""
 
 
 @dataclass
@@ -74,7 +55,7 @@ def _session(token: str) -> requests.Session:
 
 
 @pytest.fixture
-def stack(postgres_url, redis_url, s3_server, tmp_path):  # noqa: F811
+def stack(postgres_url, redis_url, s3_server, tmp_path):
     """gunicorn and a dramatiq worker on fresh PostgreSQL and Redis databases and a fresh bucket."""
     redis.Redis.from_url(redis_url).flushdb()
     bucket = s3_server.create_bucket()
