@@ -1,6 +1,6 @@
 # edcrm: `make run` serves the app on the embedded defaults, `make test` runs every test.
-# Both start from nothing: they create the project's own virtualenv (.venv) and install into it,
-# again only when pyproject.toml changes.
+# Both start from nothing: they create the project's own virtualenv (.venv) and install into it, at the
+# versions of constraints.txt, again only when pyproject.toml or constraints.txt changes.
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,10 +12,10 @@ export PORT
 
 .PHONY: run test lint format bench-jobs bench-import bench-recordings clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
 	touch $@
 
 run: $(STAMP)
