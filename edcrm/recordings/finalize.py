@@ -165,7 +165,8 @@ class PartsReader:
     """
 
     #: 2 MiB (two 1 MiB chunks in flight): fetching further ahead made finalize no faster on the
-    #: benchmark (bench/recordings.py: 4 and 8 MiB took as long), and cost the worker 4 MB more at its peak.
+    #: benchmark (bench/recordings.py: 4, 6 and 8 MiB took as long), and cost the worker 4 MB more at its
+    #: peak.
     FETCH_BUDGET = 2 * 1024 * 1024
     MAX_FETCHERS = 6
     _END = object()
