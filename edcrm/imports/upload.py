@@ -10,7 +10,6 @@ so it is never in memory whole; whatever goes wrong before the job is queued, no
 from __future__ import annotations
 
 import logging
-import tempfile
 import uuid
 from collections.abc import Iterable, Sequence
 
@@ -23,7 +22,7 @@ from ..extensions import db
 from ..models import ImportStatus, LeadImport, Role, User
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, get_storage
-from ..storage.base import Readable, copy_stream
+from ..storage.base import Readable
 
 log = logging.getLogger(__name__)
 
@@ -215,17 +214,12 @@ def start_branch_import(
     storage = get_storage()
     key = storage_key_for(filename or "")
     reader = _LimitedReader(sample, fileobj, limit)
-    # Spooled to local disk first, so that a file over the limit is refused before storage sees any of it
-    # and S3 gets it part by part from disk, no part held in memory (a stream's parts would be).
-    with tempfile.NamedTemporaryFile(prefix="edcrm-csv-") as spool:
-        copy_stream(reader, spool)
-        spool.flush()
-        try:
-            storage.save_file(key, spool.name)
-        except BaseException:
-            # A backend removes a failed save's partial file itself; this covers one that does not.
-            _forget(storage, key)
-            raise
+    try:
+        storage.save(key, reader)
+    except BaseException:
+        # A backend removes a failed save's partial file itself; this covers one that does not.
+        _forget(storage, key)
+        raise
     metrics.count_upload("csv", reader.count)
 
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -21,18 +22,14 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from . import botocore_data
-from .base import BLOCK_SIZE, ObjectNotFound, Readable, Storage, validate_key
+from .base import ObjectNotFound, Readable, Storage, copy_stream, validate_key
 
 MIB = 1024 * 1024
 
-#: Objects above 8 MiB go up as multipart uploads of 8 MiB parts, 4 in flight, and at most 4 parts read
-#: ahead of them from a stream (s3transfer holds 10 by default): about 64 MiB of buffers at most,
-#: whatever the object's size.
+#: Objects of 8 MiB and more go up as multipart uploads of 8 MiB parts, 4 in flight, each read from disk.
 DEFAULT_TRANSFER_CONFIG = TransferConfig(
     multipart_threshold=8 * MIB, multipart_chunksize=8 * MIB, max_concurrency=4
 )
-# An s3transfer setting that boto3's TransferConfig takes only as an attribute.
-DEFAULT_TRANSFER_CONFIG.max_in_memory_upload_chunks = 4
 
 #: Storage.assemble: parts of 8 MiB (S3's minimum is 5 MiB), 4 going up at once, each read from disk.
 ASSEMBLE_PART_SIZE = 8 * MIB
@@ -71,34 +68,6 @@ def content_disposition(filename: str) -> str:
     """`attachment` with an ASCII fallback name and the real one (RFC 6266 / RFC 5987)."""
     fallback = "".join(c if c.isascii() and c.isprintable() and c not in '"\\' else "_" for c in filename)
     return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{quote(filename, safe='')}"
-
-
-class _FullReader:
-    """A file object whose read(n) returns n bytes unless at the end, counting what it read.
-
-    No seek or tell on purpose: s3transfer then reads it in order, one part at a time, as it would a
-    socket. Filling each read matters: a socket-like stream may return short reads, and a multipart
-    part made of one would be under S3's 5 MiB minimum.
-    """
-
-    def __init__(self, fileobj: Readable):
-        self._fileobj, self.count = fileobj, 0
-
-    def read(self, size: int = -1) -> bytes:
-        pieces = []
-        if size is None or size < 0:
-            # s3transfer asks for "the rest" only after a read came back short of the multipart
-            # threshold, which a full read does only at the end: the rest is then empty.
-            while piece := self._fileobj.read(BLOCK_SIZE):
-                pieces.append(piece)
-        else:
-            wanted = size
-            while wanted > 0 and (piece := self._fileobj.read(wanted)):
-                pieces.append(piece)
-                wanted -= len(piece)
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        self.count += len(data)
-        return data
 
 
 class FileRegion:
@@ -191,11 +160,14 @@ class S3Storage(Storage):
         return f"{self.prefix}/{key}" if self.prefix else key
 
     def save(self, key: str, fileobj: Readable) -> int:
-        object_key = self.object_key(key)
-        reader = _FullReader(fileobj)
-        # A multipart upload that fails is aborted by s3transfer: no partial object ever appears.
-        self.client.upload_fileobj(reader, self.bucket, object_key, Config=self.transfer_config)
-        return reader.count
+        # Spooled to local disk, then sent from there: s3transfer would hold a stream's parts in memory
+        # (up to 4 x 8 MiB a request), where it reads a file's from disk as it sends them. A stream that
+        # fails fails before anything is sent; a multipart upload that fails is aborted by s3transfer.
+        self.object_key(key)  # an invalid key is refused before the stream is read
+        with tempfile.NamedTemporaryFile(prefix="edcrm-s3-") as spool:
+            copy_stream(fileobj, spool)
+            spool.flush()
+            return self.save_file(key, spool.name)
 
     def save_file(self, key: str, path: str | os.PathLike) -> int:
         object_key = self.object_key(key)
