@@ -148,9 +148,7 @@ def _outage_page(outage: Outage):
 
 
 def handle_outage(outage: Outage, error: Exception):
-    log.warning(
-        "%s on %s %s: %s: %s", outage.code, request.method, request.path, type(error).__name__, error
-    )
+    log.warning("%s on %s %s: %s: %s", outage.code, request.method, request.path, type(error).__name__, error)
     _rollback()
     if _wants_json():
         response = ApiError(503, outage.code, outage.message).to_response()
