@@ -12,6 +12,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 from conftest import bearer, make_user
+from flask import g
 from s3_server import free_port, s3_server  # noqa: F401  (the fixture)
 from test_api_imports import SAMPLE_CSV
 from test_api_recordings import make_call_log, wav_bytes
@@ -177,6 +178,22 @@ def test_with_the_database_down_pages_are_503_pages_that_look_nothing_up(databas
     page = text(response)
     assert "Database unavailable" in page and 'class="brand"' in page  # the site's layout
     assert "OperationalError" not in page and "Traceback" not in page
+
+
+def test_a_signed_in_users_page_with_the_database_gone_is_a_503_page(app, client, admin, monkeypatch):
+    from edcrm import auth
+
+    assert client.post("/login", data={"email": admin.email, "password": PASSWORD}).status_code == 302
+
+    def gone(user_id):
+        raise sa.exc.OperationalError("SELECT", {}, Exception("database is not accepting connections"))
+
+    monkeypatch.setattr(auth.login_manager, "_user_callback", gone)
+    g.pop("_login_user", None)  # (the fixtures' app context would keep the user of the login)
+    response = client.get("/imports")
+
+    assert response.status_code == 503 and "Database unavailable" in text(response)
+    assert 'class="brand"' in text(response) and "Sign out" not in text(response)  # no user looked up
 
 
 # -- the broker ---------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import dramatiq.errors
 import redis.exceptions
 import sqlalchemy.exc
-from flask import Flask, Response, jsonify, render_template, request
+from flask import Flask, Response, current_app, g, jsonify, render_template, request
 from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
 
 from ..storage.base import StorageUnavailable
@@ -142,7 +142,9 @@ def _outage_page(outage: Outage):
         except Exception:  # the user could not be read after all: the page without them
             log.warning("the 503 page could not show the user", exc_info=True)
             _rollback()
-    # `error` (a 5xx) tells the layout to look nothing up.
+    # No user to read: Flask-Login's template context would load one from the session. And `error` (a
+    # 5xx) tells the layout to look nothing else up.
+    g._login_user = current_app.login_manager.anonymous_user()
     error = ServiceUnavailable(outage.message)
     return render_template("unavailable.html", error=error, **context)
 
