@@ -275,3 +275,17 @@ def test_refusals_stay_what_they_are(storage, monkeypatch):
         storage.save("a", io.BytesIO(b"x"))
     with pytest.raises(ObjectNotFound):
         storage.open("no-such-key")
+
+
+def test_a_connection_lost_mid_read_is_storage_unavailable(storage, monkeypatch):
+    from botocore.exceptions import ResponseStreamingError
+
+    storage.save("kept", io.BytesIO(b"data" * 1000))
+    body = storage.open("kept")
+
+    def cut(size=None):
+        raise ResponseStreamingError(error="Connection broken: IncompleteRead(100 bytes read)")
+
+    monkeypatch.setattr(body._body, "read", cut)
+    with body, pytest.raises(StorageUnavailable, match="mid-read"):
+        body.read(10)

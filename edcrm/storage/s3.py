@@ -162,6 +162,34 @@ class FileRegion:
         self.close()
 
 
+class _Body:
+    """An object's bytes as botocore streams them (its StreamingBody), whose reads raise
+    StorageUnavailable when the connection fails midway, as the storage's other operations do."""
+
+    def __init__(self, body, storage: S3Storage):
+        self._body, self._storage = body, storage
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as error:
+            if is_unavailable(error):
+                raise StorageUnavailable(f"S3 ({self._storage!r}) failed mid-read: {error}") from error
+            raise
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._body, name)
+
+    def __enter__(self) -> _Body:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
 def _wait_for_room(parts: list[Future], concurrency: int) -> None:
     """Block until fewer than concurrency parts are in flight; raise the error of a part that failed."""
     pending = [part for part in parts if not part.done()]
@@ -307,7 +335,7 @@ class S3Storage(Storage):
             if is_not_found(error):
                 raise ObjectNotFound(key) from None
             raise
-        return response["Body"]  # botocore's StreamingBody: read(n), iter_chunks(), close()
+        return _Body(response["Body"], self)
 
     @_reports_outages
     def delete(self, key: str) -> None:
