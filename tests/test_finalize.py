@@ -20,6 +20,7 @@ from edcrm.actors.recordings import process_chunked_recording
 from edcrm.extensions import db
 from edcrm.jobs import ledger
 from edcrm.models import CallLog, Job, JobState, Recording, RecordingUpload, Role, UploadStatus
+from edcrm.models.recording import UploadReason
 from edcrm.recordings import finalize, uploads
 from edcrm.storage import get_storage
 
@@ -122,7 +123,9 @@ def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
 
     assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 1)
     failed = upload_of(upload.id)
-    assert failed.status is UploadStatus.FAILED and reason in failed.error
+    # The telecaller reads a plain reason; the admin, the details in the job's errors.
+    assert failed.status is UploadStatus.FAILED and failed.error == UploadReason.UNUSABLE
+    assert reason in job(job_id).errors[0].error
     assert db.session.get(CallLog, call_log.id).recording is None
     assert not any(name.startswith("recordings/") for name in storage_files(app))
 
@@ -182,7 +185,8 @@ def test_a_lost_chunk_cancels_the_job(app, telecaller, call_log, stub_broker, st
     run_jobs(stub_broker, stub_worker)
 
     assert job(job_id).state is JobState.CANCELLED
-    assert "chunks/00001" in upload_of(upload.id).error
+    assert upload_of(upload.id).error == UploadReason.GONE
+    assert "chunks/00001" in job(job_id).errors[0].error
 
 
 def test_a_one_shot_upload_becomes_the_recording(app, telecaller, call_log, stub_broker, stub_worker):
@@ -292,7 +296,8 @@ def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
         # Retried with backoff until its retries ran out, then failed: the upload says why.
         assert (down.state, down.attempts) == (JobState.FAILED, 4)
         assert upload_of(upload.id).status is UploadStatus.FAILED
-        assert "Could not connect" in upload_of(upload.id).error
+        assert upload_of(upload.id).error == UploadReason.SERVER
+        assert "Could not connect" in down.errors[-1].error
 
     assert s3_keys(s3_server, s3_app) == chunk_keys  # every chunk is still there
     ledger.retry(job_id)  # the operator, once S3 is back

@@ -20,6 +20,7 @@ from edcrm.storage import (
     storage_from_url,
     validate_key,
 )
+from edcrm.storage.base import StorageUnavailable
 
 MIB = 1024 * 1024
 
@@ -245,7 +246,7 @@ def test_check_creates_the_root(storage, root):
 
 def test_check_fails_when_the_root_is_a_file(root):
     root.write_text("not a folder")
-    with pytest.raises(OSError):
+    with pytest.raises(StorageUnavailable):  # the domain's error, from the OSError
         LocalStorage(root).check()
 
 

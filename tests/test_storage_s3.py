@@ -13,6 +13,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from s3_server import s3_server  # noqa: F401  (the fixture)
 
 from edcrm.storage import InvalidKey, ObjectNotFound, S3Storage, get_storage
+from edcrm.storage.base import StorageUnavailable
 
 MIB = 1024 * 1024
 
@@ -163,8 +164,9 @@ def test_bad_keys_are_refused_before_any_request(storage, s3_server):  # noqa: F
 def test_check(storage, s3_server):  # noqa: F811
     storage.check()
 
-    with s3_server.stopped(), pytest.raises(BotoCoreError):  # connection refused
+    with s3_server.stopped(), pytest.raises(StorageUnavailable) as raised:  # connection refused
         storage.check()
+    assert isinstance(raised.value.__cause__, BotoCoreError)
 
     storage.check()  # the endpoint is back
 
@@ -177,7 +179,7 @@ def test_check_fails_for_a_missing_bucket(s3_server):  # noqa: F811
 
 def test_objects_survive_an_outage(storage, s3_server):  # noqa: F811
     storage.save("kept", io.BytesIO(b"data"))
-    with s3_server.stopped(), pytest.raises(BotoCoreError):
+    with s3_server.stopped(), pytest.raises(StorageUnavailable):
         storage.save("later", io.BytesIO(b"x"))
     assert storage.open("kept").read() == b"data"
 
@@ -212,3 +214,78 @@ def test_delete_many_removes_every_key_in_batches(storage, s3_server, bucket, mo
 def test_delete_many_refuses_a_key_that_could_escape(storage):
     with pytest.raises(InvalidKey):
         storage.delete_many(["uploads/ok", "../outside"])
+
+
+# -- outages: every operation says StorageUnavailable, whatever botocore raised ----------------------------
+
+
+def test_every_operation_raises_storage_unavailable_while_s3_is_down(storage, s3_server, tmp_path):  # noqa: F811
+    storage.save("kept", io.BytesIO(b"data"))
+    spool = tmp_path / "spool"
+    spool.write_bytes(b"x" * 100)
+    operations = {
+        "save": lambda: storage.save("a", io.BytesIO(b"x")),
+        "save_file": lambda: storage.save_file("a", spool),
+        "assemble": lambda: storage.assemble("a", [b"x"], assembled),
+        "open": lambda: storage.open("kept"),
+        "exists": lambda: storage.exists("kept"),
+        "size": lambda: storage.size("kept"),
+        "delete": lambda: storage.delete("kept"),
+        "delete_many": lambda: storage.delete_many(["kept"]),
+        "check": storage.check,
+    }
+    raised = {}
+    with open(tmp_path / "assembled", "w+b") as assembled, s3_server.stopped():
+        for name, operation in operations.items():
+            try:
+                operation()
+            except Exception as error:
+                raised[name] = error
+    assert {name: type(error).__name__ for name, error in raised.items()} == dict.fromkeys(
+        operations, "StorageUnavailable"
+    )
+    assert all("Could not connect" in str(error) for error in raised.values())
+    assert storage.open("kept").read() == b"data"  # nothing was lost
+
+
+def client_error(status: int, code: str) -> ClientError:
+    answer = {"Error": {"Code": code, "Message": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    return ClientError(answer, "PutObject")
+
+
+@pytest.mark.parametrize(
+    ("status", "code"), [(500, "InternalError"), (503, "SlowDown"), (400, "RequestTimeout")]
+)
+def test_answers_s3_may_take_later_are_storage_unavailable(storage, monkeypatch, status, code):
+    def failing(**_):
+        raise client_error(status, code)
+
+    monkeypatch.setattr(storage.client, "put_object", failing)
+    with pytest.raises(StorageUnavailable) as raised:
+        storage.save("a", io.BytesIO(b"x"))
+    assert isinstance(raised.value.__cause__, ClientError)
+
+
+def test_refusals_stay_what_they_are(storage, monkeypatch):
+    def forbidden(**_):
+        raise client_error(403, "AccessDenied")
+
+    monkeypatch.setattr(storage.client, "put_object", forbidden)
+    with pytest.raises(ClientError):
+        storage.save("a", io.BytesIO(b"x"))
+    with pytest.raises(ObjectNotFound):
+        storage.open("no-such-key")
+
+
+def test_a_connection_lost_mid_read_is_storage_unavailable(storage, monkeypatch):
+    from botocore.exceptions import ResponseStreamingError
+
+    storage.save("kept", io.BytesIO(b"data" * 1000))
+    body = storage.open("kept")
+
+    def cut(size=None):
+        raise ResponseStreamingError(error="Connection broken: IncompleteRead(100 bytes read)")
+
+    monkeypatch.setattr(body._body, "read", cut)
+    with body, pytest.raises(StorageUnavailable, match="mid-read"):
+        body.read(10)

@@ -3,11 +3,17 @@
 Both run edcrm.recordings.finalize, which is safe to run again. When a job's retries are exhausted
 (S3 down for longer than the backoff), `recording_upload_exhausted` marks the upload failed; its
 chunks stay, so an operator can retry the job once storage is back.
+
+What the upload then says (its `error`, which the telecaller's app reads) is a plain reason chosen
+from the type of the error that ended it (UploadReason); the error itself, with its traceback, is in
+the job's errors, for admins.
 """
 
 from __future__ import annotations
 
-from ..jobs import actor, last_error
+import contextlib
+
+from ..jobs import Unrecoverable, actor
 from ..jobs.subjects import RECORDING_UPLOAD
 
 # finalize (and mutagen, through edcrm.recordings.audio) is imported when a recording is finalized, not
@@ -19,12 +25,50 @@ RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
 
 @actor(queue_name="recordings", time_limit=60 * 1000)
 def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
-    """The last attempt to finalize an upload failed: the upload is failed, with the last error."""
+    """The last attempt to finalize an upload failed: the upload is failed. Only errors that may pass
+    are retried (an unusable file ends at once), so the reason is the server's."""
     from ..models import UploadStatus
+    from ..models.recording import UploadReason
     from ..recordings import finalize
 
-    error = last_error(message) or "the job failed after its retries"
-    finalize.end(message["args"][0], UploadStatus.FAILED, error)
+    finalize.end(message["args"][0], UploadStatus.FAILED, UploadReason.SERVER.value)
+
+
+def _reason_for(error: Unrecoverable):
+    from ..models.recording import UploadReason
+    from ..recordings.finalize import UploadUnusable
+
+    return UploadReason.UNUSABLE if isinstance(error, UploadUnusable) else UploadReason.GONE
+
+
+@contextlib.contextmanager
+def _plain_reason(upload_id: str):
+    """An upload that finalize ended (failed or cancelled) says why in plain words; the error goes on
+    to the ledger as it is."""
+    try:
+        yield
+    except Unrecoverable as error:
+        _tell(upload_id, _reason_for(error))
+        raise
+
+
+def _tell(upload_id: str, reason) -> None:
+    import sqlalchemy as sa
+
+    from ..extensions import db
+    from ..models import RecordingUpload, UploadStatus
+
+    db.session.rollback()
+    db.session.execute(
+        sa.update(RecordingUpload)
+        .where(
+            RecordingUpload.id == upload_id,
+            RecordingUpload.status.in_([UploadStatus.FAILED, UploadStatus.CANCELLED]),
+        )
+        .values(error=reason.value)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
 
 
 @actor(
@@ -37,7 +81,8 @@ def process_chunked_recording(upload_id: str) -> None:
     """Assemble a chunked upload's chunks into its call's Recording."""
     from ..recordings import finalize
 
-    finalize.finalize_upload(upload_id)
+    with _plain_reason(upload_id):
+        finalize.finalize_upload(upload_id)
 
 
 @actor(
@@ -50,4 +95,5 @@ def process_recording_upload(upload_id: str) -> None:
     """Store a one-shot upload's file as its call's Recording."""
     from ..recordings import finalize
 
-    finalize.finalize_upload(upload_id)
+    with _plain_reason(upload_id):
+        finalize.finalize_upload(upload_id)

@@ -33,6 +33,37 @@ class UploadStatus(enum.StrEnum):
 FINISHED_UPLOADS = (UploadStatus.COMPLETED, UploadStatus.FAILED, UploadStatus.CANCELLED)
 
 
+class UploadReason(enum.StrEnum):
+    """Why an upload ended without a recording, as its telecaller's app is told: plain words, never a
+    path, a host or a traceback. The details are in the job's errors, which admins read on job pages."""
+
+    UNUSABLE = "The file is not audio we can read, or not the file the app announced (size or checksum)."
+    GONE = "The upload can no longer become a recording: its call or some of its parts are gone."
+    SERVER = (
+        "The recording could not be stored because of a problem on the server. "
+        "It is kept, so it can be retried."
+    )
+    QUEUE = "The job queue was unavailable."
+    DELETED = "Deleted by the client."
+    FAILED = "The recording could not be processed."
+    CANCELLED = "The upload was cancelled."
+
+
+def public_error(status: UploadStatus, error: str | None) -> str | None:
+    """What the app may read of an upload's error: the stored one if it is one of UploadReason (those
+    written for telecallers), otherwise a plain reason for the status, so that nothing written for an
+    operator (a server path, a host, an exception) ever reaches a phone."""
+    if error is None:
+        return None
+    if error in UploadReason._value2member_map_:
+        return error
+    if status is UploadStatus.CANCELLED:
+        return UploadReason.CANCELLED.value
+    if status is UploadStatus.FAILED:
+        return UploadReason.FAILED.value
+    return None
+
+
 class UploadKind(enum.StrEnum):
     CHUNKED = "chunked"
     SINGLE = "single"
@@ -122,7 +153,7 @@ class RecordingUpload(db.Model):
             "call_log_id": self.call_log_id,
             "recording_id": self.recording_id,
             "job_id": self.job_id,
-            "error": self.error,
+            "error": public_error(self.status, self.error),
             "created_at": isoformat(self.created_at),
             "updated_at": isoformat(self.updated_at),
         }

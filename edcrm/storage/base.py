@@ -27,6 +27,12 @@ class StorageError(Exception):
     """A storage operation failed."""
 
 
+class StorageUnavailable(StorageError):
+    """The storage cannot be used right now (S3 unreachable or failing, a local disk full or not
+    writable): the operation did not happen and may succeed later. Every backend raises it, from the
+    error of its own transport as cause, so callers and the web answer one exception, not each backend's."""
+
+
 class InvalidKey(StorageError, ValueError):
     """A key that could escape the storage root, or that no backend can hold."""
 

@@ -3,16 +3,59 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import functools
 import os
 import stat
 import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from .base import BLOCK_SIZE, InvalidKey, ObjectNotFound, Readable, Storage, copy_stream, validate_key
+from .base import (
+    BLOCK_SIZE,
+    InvalidKey,
+    ObjectNotFound,
+    Readable,
+    Storage,
+    StorageUnavailable,
+    copy_stream,
+    validate_key,
+)
 
 #: Prefix and suffix of the temporary files a save writes next to its target.
 TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
+
+#: What the folder's file system answers when it cannot be used (full, read-only, not ours, a file where
+#: a folder should be), as opposed to a missing key; a client's stream failing is none of these.
+UNAVAILABLE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EDQUOT,
+        errno.EROFS,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EIO,
+        errno.EEXIST,
+        errno.ENOTDIR,
+        errno.EMFILE,
+        errno.ENFILE,
+    }
+)
+
+
+def _reports_outages(method):
+    """Raise StorageUnavailable (from the OSError) where the folder cannot be used now."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as error:
+            if error.errno not in UNAVAILABLE_ERRNOS:
+                raise
+            raise StorageUnavailable(f"the storage folder {self.root} cannot be used: {error}") from error
+
+    return wrapper
 
 
 class LocalStorage(Storage):
@@ -45,6 +88,7 @@ class LocalStorage(Storage):
                 continue  # a concurrent delete() removed the folder as it became empty: make it again
         raise OSError(f"could not create a temporary file in {path.parent}")
 
+    @_reports_outages
     def save(self, key: str, fileobj: Readable) -> int:
         path = self._path(key)
         fd, temporary = self._temporary_file(path)
@@ -60,6 +104,7 @@ class LocalStorage(Storage):
             raise
         return size
 
+    @_reports_outages
     def open(self, key: str) -> BinaryIO:
         path = self._path(key)
         try:
@@ -67,6 +112,7 @@ class LocalStorage(Storage):
         except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
             raise ObjectNotFound(key) from None
 
+    @_reports_outages
     def delete(self, key: str) -> None:
         path = self._path(key)
         try:
@@ -83,9 +129,11 @@ class LocalStorage(Storage):
                 break
             parent = parent.parent
 
+    @_reports_outages
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
+    @_reports_outages
     def size(self, key: str) -> int:
         try:
             status = self._path(key).stat()
@@ -95,6 +143,7 @@ class LocalStorage(Storage):
             raise ObjectNotFound(key)
         return status.st_size
 
+    @_reports_outages
     def check(self) -> None:
         """The root exists (created if missing) and a file can be written in it."""
         self.root.mkdir(parents=True, exist_ok=True)

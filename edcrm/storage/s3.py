@@ -8,6 +8,7 @@ nothing connects at import or app creation.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import tempfile
 import threading
@@ -17,12 +18,22 @@ from typing import Any, BinaryIO
 from urllib.parse import quote
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from boto3.s3.transfer import TransferConfig
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
 from . import botocore_data
-from .base import ObjectNotFound, Readable, Storage, copy_stream, validate_key
+from .base import (
+    ObjectNotFound,
+    Readable,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    copy_stream,
+    validate_key,
+)
 
 MIB = 1024 * 1024
 
@@ -41,6 +52,10 @@ MAX_URL_EXPIRY = 7 * 24 * 3600
 DELETE_BATCH = 1000
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: Error codes of requests S3 may take later: throttling, its own failures, a body that came too slowly.
+_TRANSIENT_CODES = frozenset(
+    {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
+)
 
 
 def client_config() -> Config:
@@ -62,6 +77,46 @@ def client_config() -> Config:
 
 def is_not_found(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES
+
+
+def _causes(error: BaseException | None):
+    """error, then what it was raised from or while handling (boto3 wraps a ClientError)."""
+    for _ in range(8):
+        if error is None:
+            return
+        yield error
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
+
+
+def is_unavailable(error: BaseException) -> bool:
+    """Is error S3 (or the way to it) failing now, rather than S3 refusing a request for good? No
+    connection, a timeout, a 5xx or throttling answer (after botocore's own retries) are."""
+    for cause in _causes(error):
+        if isinstance(cause, (BotocoreConnectionError, HTTPClientError)):
+            return True
+        if isinstance(cause, ClientError):
+            status = cause.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+            return status >= 500 or cause.response.get("Error", {}).get("Code") in _TRANSIENT_CODES
+        if not isinstance(cause, S3UploadFailedError):
+            return False
+    return False
+
+
+def _reports_outages(method):
+    """Raise StorageUnavailable (from the original error) where S3 cannot be used now."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except StorageError:
+            raise
+        except Exception as error:
+            if is_unavailable(error):
+                raise StorageUnavailable(f"S3 ({self!r}) is unavailable: {error}") from error
+            raise
+
+    return wrapper
 
 
 def content_disposition(filename: str) -> str:
@@ -101,6 +156,34 @@ class FileRegion:
         self._file.close()
 
     def __enter__(self) -> FileRegion:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
+
+
+class _Body:
+    """An object's bytes as botocore streams them (its StreamingBody), whose reads raise
+    StorageUnavailable when the connection fails midway, as the storage's other operations do."""
+
+    def __init__(self, body, storage: S3Storage):
+        self._body, self._storage = body, storage
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            return self._body.read(None if size is None or size < 0 else size)
+        except Exception as error:
+            if is_unavailable(error):
+                raise StorageUnavailable(f"S3 ({self._storage!r}) failed mid-read: {error}") from error
+            raise
+
+    def close(self) -> None:
+        self._body.close()
+
+    def __getattr__(self, name: str):
+        return getattr(self._body, name)
+
+    def __enter__(self) -> _Body:
         return self
 
     def __exit__(self, *exc_info) -> None:
@@ -159,6 +242,7 @@ class S3Storage(Storage):
         key = validate_key(key)
         return f"{self.prefix}/{key}" if self.prefix else key
 
+    @_reports_outages
     def save(self, key: str, fileobj: Readable) -> int:
         # Spooled to local disk, then sent from there: s3transfer would hold a stream's parts in memory
         # (up to 4 x 8 MiB a request), where it reads a file's from disk as it sends them. A stream that
@@ -169,6 +253,7 @@ class S3Storage(Storage):
             spool.flush()
             return self.save_file(key, spool.name)
 
+    @_reports_outages
     def save_file(self, key: str, path: str | os.PathLike) -> int:
         object_key = self.object_key(key)
         size = os.path.getsize(path)
@@ -183,6 +268,7 @@ class S3Storage(Storage):
             self.client.upload_file(os.fspath(path), self.bucket, object_key, Config=self.transfer_config)
         return size
 
+    @_reports_outages
     def assemble(
         self, key: str, blocks: Iterable[bytes], spool: BinaryIO, verify: Callable[[], None] = lambda: None
     ) -> int:
@@ -241,6 +327,7 @@ class S3Storage(Storage):
 
         return pool.submit(send)
 
+    @_reports_outages
     def open(self, key: str) -> BinaryIO:
         try:
             response = self.client.get_object(Bucket=self.bucket, Key=self.object_key(key))
@@ -248,11 +335,13 @@ class S3Storage(Storage):
             if is_not_found(error):
                 raise ObjectNotFound(key) from None
             raise
-        return response["Body"]  # botocore's StreamingBody: read(n), iter_chunks(), close()
+        return _Body(response["Body"], self)
 
+    @_reports_outages
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self.object_key(key))
 
+    @_reports_outages
     def delete_many(self, keys: Iterable[str]) -> None:
         """DeleteObjects, DELETE_BATCH keys a request (S3's limit); a key it could not delete raises."""
         object_keys = [self.object_key(key) for key in keys]
@@ -266,6 +355,7 @@ class S3Storage(Storage):
                     f"{first.get('Code')} {first.get('Message')}"
                 )
 
+    @_reports_outages
     def _head(self, key: str) -> dict[str, Any] | None:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.object_key(key))
@@ -283,6 +373,7 @@ class S3Storage(Storage):
             raise ObjectNotFound(key)
         return head["ContentLength"]
 
+    @_reports_outages
     def check(self) -> None:
         """The bucket exists and these credentials may use it."""
         self.client.head_bucket(Bucket=self.bucket)
