@@ -95,7 +95,7 @@ def leads_of(import_id: int) -> list[Lead]:
 
 
 def report_rows(lead_import: LeadImport) -> list[list[str]]:
-    data = b"".join(iter_error_report(lead_import)).decode("utf-8")
+    data = b"".join(iter_error_report(lead_import)).decode("utf-8-sig")
     return list(csv.reader(io.StringIO(data, newline="")))
 
 
@@ -183,6 +183,78 @@ def test_a_utf8_file_with_windows_1252_after_the_first_64_kib_is_read_as_windows
     assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
     last = db.session.execute(sa.select(Lead).filter_by(phone_number="+919847012399")).scalar_one()
     assert last.student_name == "Zoë Café"
+
+
+def filler_rows(count: int, start: int = 0) -> list[list[str]]:
+    """count ASCII rows with distinct phones (3,000 of them pass the 64 KiB the encoding is detected on)."""
+    return [[f"Student {n}", f"98{n:08d}", "", "Kochi"] for n in range(start, start + count)]
+
+
+@pytest.mark.parametrize("where", ["after the first 64 KiB", "in the first 64 KiB"])
+def test_a_utf8_file_with_an_invalid_byte_keeps_its_names_and_rejects_that_row_only(
+    app, branch, callers, stub_broker, stub_worker, where
+):
+    head = csv_text([["Ünïcode Nair", "9847012301", "", "Kōchi"], *filler_rows(3000)]).encode()
+    bad = "Zoë Café,9847012398,,Kochi\r\n".encode("cp1252")  # one stray Windows-1252 row: 0xEB, 0xE9
+    tail = "Tomás Müller,9847012399,,Thrissur\r\n".encode()
+    if where.startswith("in"):
+        head = head[: head.index(b"Student 100,")] + bad + head[head.index(b"Student 100,") :]
+    else:
+        head += bad
+    assert (head.index(b"Caf\xe9") < 64 * 1024) == where.startswith("in")
+
+    lead_import = import_file(branch, head + tail, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.total_rows, lead_import.successful_rows, lead_import.failed_rows) == (3003, 3002, 1)
+    names = {lead.phone_number: lead.student_name for lead in leads_of(lead_import.id)}
+    assert names["+919847012301"] == "Ünïcode Nair"
+    assert names["+919847012399"] == "Tomás Müller"
+    assert "+919847012398" not in names
+    assert report_rows(lead_import)[1:] == [
+        [
+            "103" if where.startswith("in") else "3003",
+            "Name has bytes that are not UTF-8 text (0xE9 0xEB): check this row's encoding",
+            "Zo\ufffd Caf\ufffd",
+            "9847012398",
+            "",
+            "Kochi",
+        ]
+    ]
+
+
+@pytest.mark.parametrize("where", ["in the first 64 KiB", "after the first 64 KiB"])
+def test_a_nul_byte_rejects_its_row_wherever_it_is(app, branch, callers, stub_broker, stub_worker, where):
+    nul_row = ["Asha\x00Nair", "9847012301", "", "Kochi"]
+    rows = [nul_row, *filler_rows(3000)] if where.startswith("in") else [*filler_rows(3000), nul_row]
+    data = csv_text(rows).encode()
+    assert (data.index(b"\x00") < 64 * 1024) == where.startswith("in")
+
+    lead_import = import_file(branch, data, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.successful_rows, lead_import.failed_rows) == (3000, 1)
+    row = "2" if where.startswith("in") else "3002"
+    reason = "Name contains a NUL byte (0x00), which is not text"
+    assert report_rows(lead_import)[1:] == [[row, reason, "Asha\ufffdNair", "9847012301", "", "Kochi"]]
+    assert "+919847012301" not in {lead.phone_number for lead in leads_of(lead_import.id)}
+
+
+def test_a_windows_1252_file_with_an_undefined_byte_rejects_that_row_and_imports_the_rest(
+    app, branch, callers, stub_broker, stub_worker
+):
+    data = csv_text([["José Müller", "9847012301", "", "Kochi"], *filler_rows(3000)]).encode("cp1252")
+    data += b"Bad\x81Byte,9847012302,,Kochi\r\n"  # 0x81: no character in Windows-1252
+
+    lead_import = import_file(branch, data, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert leads_of(lead_import.id)[0].student_name == "José Müller"
+    assert lead_import.failed_rows == 1
+    assert report_rows(lead_import)[1][:2] == [
+        "3003",
+        "Name has bytes that are not Windows-1252 text (0x81): check this row's encoding",
+    ]
 
 
 def test_header_aliases_match_whatever_their_case_and_spacing(app, branch, callers, stub_broker, stub_worker):
