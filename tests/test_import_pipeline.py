@@ -492,11 +492,34 @@ def test_the_error_report_repeats_the_original_columns_and_neutralises_formulas(
     report = b"".join(iter_error_report(lead_import)).decode("utf-8")
 
     assert report == (
-        "row_number,reasons,Name,Phone,'=Notes\r\n"
+        "\ufeffrow_number,reasons,Name,Phone,'=Notes\r\n"
         '2,phone \'123\' is not a valid phone number,"\'=HYPERLINK(""http://evil"")",123,\'+SUM(A1)\r\n'
         "3,phone '-5' is not a phone number,'@risky,'-5,'\tTabbed\r\n"
         '4,phone \'12\' is not a valid phone number,"Fine, really","\'\r12","says ""hi"""\r\n'
     )
+
+
+def test_the_error_report_starts_with_a_bom_and_neutralises_formulas_after_separators_and_spaces(
+    app, branch, callers, stub_broker, stub_worker
+):
+    rows = [
+        ["José", "1", "x;=1+1", "Kochi"],
+        ["Asha", "2", " =1+1", "\t @SUM(A1)"],
+        ["Ravi", "3", "a, +5", "b\n-2"],
+        ["Fine; really, ok", "4", "", "Kochi"],
+    ]
+    lead_import = import_file(branch, csv_text(rows).encode(), callers, stub_broker, stub_worker)
+
+    report = b"".join(iter_error_report(lead_import))
+
+    assert report.startswith(b"\xef\xbb\xbfrow_number,reasons,")
+    cells = [row[2:] for row in report_rows(lead_import)[1:]]
+    assert cells == [
+        ["José", "1", "x;'=1+1", "Kochi"],
+        ["Asha", "2", "' =1+1", "'\t' @SUM(A1)"],
+        ["Ravi", "3", "a,' +5", "b\n'-2"],
+        ["Fine; really, ok", "4", "", "Kochi"],
+    ]
 
 
 # -- round-robin across imports ---------------------------------------------------------------------------
