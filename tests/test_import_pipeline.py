@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import threading
 import uuid
 
 import dramatiq
@@ -469,6 +470,51 @@ def test_a_duplicate_in_a_later_batch_is_found_among_the_committed_leads(
     assert [row[:2] for row in report_rows(lead_import)[1:]] == [
         ["5", f"duplicate: phone {E164[0]} is also on row 2 of this file"],
         ["6", f"duplicate: phone {E164[0]} is also on row 2 of this file"],
+    ]
+
+
+def test_two_overlapping_imports_of_one_branch_at_once_both_complete_without_a_retry(
+    app, branch, callers, stub_broker, stub_worker, monkeypatch
+):
+    """The first import's batch has looked its phones up when the second commits leads with some of
+    them: the second waits for the first's commit (SQLite's write lock, taken before the lookup), then
+    finds those phones taken and reports them as duplicates. No IntegrityError, no retry."""
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
+    second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
+    ids: list[int] = []
+    first_looked_up, second_committed = threading.Event(), threading.Event()
+    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
+
+    def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
+        known = known_leads(self, batch, lookup, cursor)
+        if self.import_id == ids[0] and batch[0].row_number == 102:  # (the first batch writes first)
+            first_looked_up.set()
+            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
+        return known
+
+    def commit_once_the_first_looked_up(self, batch):
+        if self.import_id == ids[1]:
+            first_looked_up.wait(timeout=10)
+        commit_batch(self, batch)
+        if self.import_id == ids[1]:
+            second_committed.set()
+
+    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
+    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    ids.extend(queue_import(branch, csv_text(rows).encode(), callers) for rows in (first, second))
+    run_jobs(stub_broker, stub_worker)
+    db.session.expire_all()
+    imports = [db.session.get(LeadImport, i) for i in ids]
+
+    assert [i.status for i in imports] == [ImportStatus.COMPLETED] * 2, [i.error for i in imports]
+    assert [job_of(i).attempts for i in imports] == [1, 1]  # never `retrying`
+    assert [(i.successful_rows, i.duplicate_rows) for i in imports] == [(300, 0), (150, 150)]
+    phones = db.session.execute(sa.select(Lead.phone_number)).scalars()
+    assert sorted(phones) == [f"+9198{n:08d}" for n in range(450)]  # each phone once
+    assert report_rows(imports[1])[1][:2] == [
+        "2",
+        "duplicate: phone +919800000150 is already a lead of this branch",
     ]
 
 

@@ -9,7 +9,8 @@
          validates each row and, on PostgreSQL, looks the batch's phones up among the branch's leads
          ahead of time (Lookup); then, in ONE transaction per batch,
            - the branch row is locked (its round-robin cursor; this also serialises the duplicate check
-             of concurrent imports of the branch) and the import row is locked,
+             of concurrent imports of the branch; on SQLite, which has no row locks, the database's
+             write lock is taken first, see take_write_lock) and the import row is locked,
            - the branch's leads with the batch's phones are known: the look-ahead plus this import's
              commits since, when the cursor shows no other import committed meanwhile, else one query,
            - new leads are assigned round-robin and inserted (COPY on PostgreSQL, executemany on SQLite),
@@ -572,6 +573,8 @@ class BatchImporter:
                 # commit (completed) waits for the flush of everything before it, and only then is the
                 # file deleted.
                 db.session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+            else:
+                take_write_lock(self.branch_id)
             cursor = lock_cursor(self.branch_id)
             lead_import = db.session.get(
                 LeadImport, self.import_id, with_for_update=True, populate_existing=True
@@ -689,6 +692,19 @@ class BatchImporter:
                 copy.write("".join(rows))
         else:
             db.session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def take_write_lock(branch_id: int) -> None:
+    """SQLite: begin the batch's transaction with the database's write lock, held to its commit.
+
+    SQLite ignores FOR UPDATE, and its driver begins a transaction only at the first write: the phones
+    would be looked up outside it, and another import's batch could commit the same phones before this
+    one's insert (a UNIQUE failure, then a retry). A write first (an UPDATE that changes nothing) waits
+    for the lock (busy_timeout) and holds it, so the lookup sees every lead committed before and no
+    other lead can be committed until this batch is: one batch of the database at a time, as the
+    branch row's lock makes it one batch of the branch at a time on PostgreSQL.
+    """
+    db.session.execute(sa.update(Branch).where(Branch.id == branch_id).values(lead_cursor=Branch.lead_cursor))
 
 
 def find_leads(connection, branch_id: int, phones: Iterable[str], *, postgres: bool) -> dict:
