@@ -4,7 +4,9 @@
       1. checks: the import exists and is not over, its file is stored (else Unrecoverable: cancelled);
       2. a first pass over the file: encoding, delimiter, header (a missing required column cancels
          the import, naming it and the headers found), strict parsing of every record (broken quoting
-         cancels the import before a single lead is written) and the number of rows (`total_rows`);
+         cancels the import before a single lead is written), whether any row holds bytes that are
+         not text (a NUL, a byte the encoding has no character for: those rows are rejected, see
+         scan) and the number of rows (`total_rows`);
       3. a second pass, row by row, in batches of BATCH_ROWS: a reading thread (BatchReader) parses and
          validates each row and, on PostgreSQL, looks the batch's phones up among the branch's leads
          ahead of time (Lookup); then, in ONE transaction per batch,
