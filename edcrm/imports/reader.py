@@ -1,8 +1,9 @@
 """Reading an uploaded CSV from storage as text records, streamed: never the whole file in memory.
 
 - The encoding is detected from the first bytes (`detect_encoding`): a BOM decides (UTF-8, or UTF-16 as
-  Excel's "Unicode text" writes it); else UTF-8 if the bytes are UTF-8, else Windows-1252. Bytes that
-  are not text at all (a ZIP/XLSX, a PDF, a run of NUL or control bytes outside UTF-16) raise NotCsv.
+  Excel's "Unicode text" writes it); else UTF-8 if the bytes are UTF-8 (or UTF-8 characters outnumber
+  the bytes that are not: a UTF-8 file with a damaged row), else Windows-1252. Bytes that are not text
+  at all (a ZIP/XLSX, a PDF, a run of NUL or control bytes outside UTF-16) raise NotCsv.
 - Damaged text is never decoded another way behind the admin's back: opened `lenient`, a byte that is
   not text in the file's encoding reaches the parser as a lone surrogate (U+DC00 + the byte, see
   ESCAPE), which no valid decoding produces, and `row_damage` names the cells holding one, or a NUL.
@@ -96,7 +97,9 @@ def detect_encoding(sample: bytes) -> str:
     """The Python codec of a CSV whose first bytes are sample; NotCsv if they are not text.
 
     UTF-16 is recognised by its BOM (Excel writes one) or, without one, by NULs in every other byte of
-    ASCII-range text. A sample cut in the middle of a UTF-8 character still counts as UTF-8.
+    ASCII-range text. A sample cut in the middle of a UTF-8 character still counts as UTF-8, and so
+    does one whose UTF-8 characters outnumber its bytes that are not UTF-8 (their rows are rejected
+    when read). A stray NUL is a damaged row too; only many NUL or control bytes make a binary file.
     """
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
