@@ -6,6 +6,7 @@ from __future__ import annotations
 import codecs
 import csv
 import io
+import threading
 import uuid
 
 import dramatiq
@@ -95,7 +96,7 @@ def leads_of(import_id: int) -> list[Lead]:
 
 
 def report_rows(lead_import: LeadImport) -> list[list[str]]:
-    data = b"".join(iter_error_report(lead_import)).decode("utf-8")
+    data = b"".join(iter_error_report(lead_import)).decode("utf-8-sig")
     return list(csv.reader(io.StringIO(data, newline="")))
 
 
@@ -183,6 +184,78 @@ def test_a_utf8_file_with_windows_1252_after_the_first_64_kib_is_read_as_windows
     assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
     last = db.session.execute(sa.select(Lead).filter_by(phone_number="+919847012399")).scalar_one()
     assert last.student_name == "Zoë Café"
+
+
+def filler_rows(count: int, start: int = 0) -> list[list[str]]:
+    """count ASCII rows with distinct phones (3,000 of them pass the 64 KiB the encoding is detected on)."""
+    return [[f"Student {n}", f"98{n:08d}", "", "Kochi"] for n in range(start, start + count)]
+
+
+@pytest.mark.parametrize("where", ["after the first 64 KiB", "in the first 64 KiB"])
+def test_a_utf8_file_with_an_invalid_byte_keeps_its_names_and_rejects_that_row_only(
+    app, branch, callers, stub_broker, stub_worker, where
+):
+    head = csv_text([["Ünïcode Nair", "9847012301", "", "Kōchi"], *filler_rows(3000)]).encode()
+    bad = "Zoë Café,9847012398,,Kochi\r\n".encode("cp1252")  # one stray Windows-1252 row: 0xEB, 0xE9
+    tail = "Tomás Müller,9847012399,,Thrissur\r\n".encode()
+    if where.startswith("in"):
+        head = head[: head.index(b"Student 100,")] + bad + head[head.index(b"Student 100,") :]
+    else:
+        head += bad
+    assert (head.index(b"Caf\xe9") < 64 * 1024) == where.startswith("in")
+
+    lead_import = import_file(branch, head + tail, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.total_rows, lead_import.successful_rows, lead_import.failed_rows) == (3003, 3002, 1)
+    names = {lead.phone_number: lead.student_name for lead in leads_of(lead_import.id)}
+    assert names["+919847012301"] == "Ünïcode Nair"
+    assert names["+919847012399"] == "Tomás Müller"
+    assert "+919847012398" not in names
+    assert report_rows(lead_import)[1:] == [
+        [
+            "103" if where.startswith("in") else "3003",
+            "Name has bytes that are not UTF-8 text (0xE9 0xEB): check this row's encoding",
+            "Zo\ufffd Caf\ufffd",
+            "9847012398",
+            "",
+            "Kochi",
+        ]
+    ]
+
+
+@pytest.mark.parametrize("where", ["in the first 64 KiB", "after the first 64 KiB"])
+def test_a_nul_byte_rejects_its_row_wherever_it_is(app, branch, callers, stub_broker, stub_worker, where):
+    nul_row = ["Asha\x00Nair", "9847012301", "", "Kochi"]
+    rows = [nul_row, *filler_rows(3000)] if where.startswith("in") else [*filler_rows(3000), nul_row]
+    data = csv_text(rows).encode()
+    assert (data.index(b"\x00") < 64 * 1024) == where.startswith("in")
+
+    lead_import = import_file(branch, data, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.successful_rows, lead_import.failed_rows) == (3000, 1)
+    row = "2" if where.startswith("in") else "3002"
+    reason = "Name contains a NUL byte (0x00), which is not text"
+    assert report_rows(lead_import)[1:] == [[row, reason, "Asha\ufffdNair", "9847012301", "", "Kochi"]]
+    assert "+919847012301" not in {lead.phone_number for lead in leads_of(lead_import.id)}
+
+
+def test_a_windows_1252_file_with_an_undefined_byte_rejects_that_row_and_imports_the_rest(
+    app, branch, callers, stub_broker, stub_worker
+):
+    data = csv_text([["José Müller", "9847012301", "", "Kochi"], *filler_rows(3000)]).encode("cp1252")
+    data += b"Bad\x81Byte,9847012302,,Kochi\r\n"  # 0x81: no character in Windows-1252
+
+    lead_import = import_file(branch, data, callers, stub_broker, stub_worker)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert leads_of(lead_import.id)[0].student_name == "José Müller"
+    assert lead_import.failed_rows == 1
+    assert report_rows(lead_import)[1][:2] == [
+        "3003",
+        "Name has bytes that are not Windows-1252 text (0x81): check this row's encoding",
+    ]
 
 
 def test_header_aliases_match_whatever_their_case_and_spacing(app, branch, callers, stub_broker, stub_worker):
@@ -400,6 +473,53 @@ def test_a_duplicate_in_a_later_batch_is_found_among_the_committed_leads(
     ]
 
 
+def test_two_overlapping_imports_of_one_branch_at_once_both_complete_without_a_retry(
+    app, branch, callers, stub_broker, stub_worker, monkeypatch
+):
+    """The first import's batch has looked its phones up when the second commits leads with some of
+    them: the second waits for the first's commit (SQLite's write lock, taken before the lookup), then
+    finds those phones taken and reports them as duplicates. No IntegrityError, no retry."""
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
+    second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
+    first_looked_up, second_committed = threading.Event(), threading.Event()
+    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
+
+    def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
+        known = known_leads(self, batch, lookup, cursor)
+        if batch[0].cells[0] == "A 100":  # its second batch (the first writes before its lookup)
+            first_looked_up.set()
+            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
+        return known
+
+    def commit_once_the_first_looked_up(self, batch):
+        second = batch[0].cells[0].startswith("B ")
+        if second:
+            first_looked_up.wait(timeout=10)
+        commit_batch(self, batch)
+        if second:
+            second_committed.set()
+
+    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
+    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    ids = [queue_import(branch, csv_text(rows).encode(), callers) for rows in (first, second)]
+    run_jobs(stub_broker, stub_worker)
+    db.session.expire_all()
+    imports = [db.session.get(LeadImport, i) for i in ids]
+
+    assert [i.status for i in imports] == [ImportStatus.COMPLETED] * 2, [i.error for i in imports]
+    assert [job_of(i).attempts for i in imports] == [1, 1]  # never `retrying`
+    # Batches interleave as the lock falls: each phone is a lead of one import, a duplicate of the other.
+    assert sum(i.successful_rows for i in imports) == 450
+    assert sum(i.duplicate_rows for i in imports) == 150
+    phones = db.session.execute(sa.select(Lead.phone_number)).scalars()
+    assert sorted(phones) == [f"+9198{n:08d}" for n in range(450)]  # each phone once
+    assert report_rows(imports[1])[1][:2] == [
+        "2",
+        "duplicate: phone +919800000150 is already a lead of this branch",
+    ]
+
+
 # -- the error report ----------------------------------------------------------------------------------------
 
 
@@ -420,11 +540,34 @@ def test_the_error_report_repeats_the_original_columns_and_neutralises_formulas(
     report = b"".join(iter_error_report(lead_import)).decode("utf-8")
 
     assert report == (
-        "row_number,reasons,Name,Phone,'=Notes\r\n"
+        "\ufeffrow_number,reasons,Name,Phone,'=Notes\r\n"
         '2,phone \'123\' is not a valid phone number,"\'=HYPERLINK(""http://evil"")",123,\'+SUM(A1)\r\n'
         "3,phone '-5' is not a phone number,'@risky,'-5,'\tTabbed\r\n"
         '4,phone \'12\' is not a valid phone number,"Fine, really","\'\r12","says ""hi"""\r\n'
     )
+
+
+def test_the_error_report_starts_with_a_bom_and_neutralises_formulas_after_separators_and_spaces(
+    app, branch, callers, stub_broker, stub_worker
+):
+    rows = [
+        ["José", "1", "x;=1+1", "Kochi"],
+        ["Asha", "2", " =1+1", "\t @SUM(A1)"],
+        ["Ravi", "3", "a, +5", "b\n-2"],
+        ["Fine; really, ok", "4", "", "Kochi"],
+    ]
+    lead_import = import_file(branch, csv_text(rows).encode(), callers, stub_broker, stub_worker)
+
+    report = b"".join(iter_error_report(lead_import))
+
+    assert report.startswith(b"\xef\xbb\xbfrow_number,reasons,")
+    cells = [row[2:] for row in report_rows(lead_import)[1:]]
+    assert cells == [
+        ["José", "1", "x;'=1+1", "Kochi"],
+        ["Asha", "2", "' =1+1", "'\t' @SUM(A1)"],
+        ["Ravi", "3", "a,' +5", "b\n'-2"],
+        ["Fine; really, ok", "4", "", "Kochi"],
+    ]
 
 
 # -- round-robin across imports ---------------------------------------------------------------------------

@@ -13,7 +13,9 @@ from edcrm.imports.reader import (
     NotCsv,
     detect_encoding,
     open_csv,
+    row_damage,
     sniff_delimiter,
+    utf8_evidence,
 )
 from edcrm.storage import ObjectNotFound, get_storage
 
@@ -73,10 +75,10 @@ def test_sniff_delimiter(line, delimiter):
     assert sniff_delimiter(line) == delimiter
 
 
-def read(app, data: bytes, encoding=None):
+def read(app, data: bytes, encoding=None, lenient=False):
     with app.app_context():
         get_storage().save("imports/t/file.csv", io.BytesIO(data))
-        with open_csv("imports/t/file.csv", encoding) as csv_file:
+        with open_csv("imports/t/file.csv", encoding, lenient=lenient) as csv_file:
             return csv_file, list(csv_file.records)
 
 
@@ -143,3 +145,58 @@ def test_a_large_file_streams_in_small_reads(app, monkeypatch):
 
     assert count == 200_000
     assert sizes and all(0 < size <= 256 * 1024 for size in sizes)
+
+
+def test_a_stray_nul_in_a_text_sample_is_a_damaged_row_not_a_binary_file():
+    assert detect_encoding(b"name,phone\nAsha\x00Nair,9847012301\nRavi,9847012302\n") == "utf-8"
+
+
+@pytest.mark.parametrize("offset", [10, 64 * 1024 - 1, 64 * 1024, 64 * 1024 + 256 * 1024 - 1, 400_000])
+def test_a_nul_is_seen_wherever_it_is_even_across_two_reads(app, offset):
+    data = bytearray(b"name,phone\n" + b"Someone,9847012301\n" * 30_000)
+    data[offset] = 0
+    with app.app_context():
+        get_storage().save("imports/t/nul.csv", io.BytesIO(bytes(data)))
+        with open_csv("imports/t/nul.csv") as csv_file:
+            assert not csv_file.nul_seen or offset < 64 * 1024  # the sample is watched at once
+            csv_file.count_records()
+            assert csv_file.nul_seen
+
+
+def test_a_clean_file_is_not_seen_as_holding_a_nul(app):
+    _, records = read(app, "name,phone\nJosé,1\n".encode("utf-16"))
+    assert records == [(2, ["José", "1"])]
+    with app.app_context(), open_csv("imports/t/file.csv") as csv_file:
+        csv_file.count_records()
+        assert not csv_file.nul_seen
+
+
+def test_lenient_reading_escapes_bad_bytes_and_row_damage_names_their_column(app):
+    data = "name,phone,city\nÖk,1,Kōchi\n".encode() + b"Bad\xe9,2,K\x00\n"
+    with pytest.raises(UnicodeDecodeError):
+        read(app, data)
+    csv_file, records = read(app, data, lenient=True)
+
+    assert records[0] == (2, ["Ök", "1", "Kōchi"])
+    cells = records[1][1]
+    assert row_damage(cells, csv_file.header, csv_file.encoding) == [
+        "name has bytes that are not UTF-8 text (0xE9): check this row's encoding",
+        "city contains a NUL byte (0x00), which is not text",
+    ]
+    assert cells == ["Bad\ufffd", "2", "K\ufffd"]
+    assert row_damage(["Ok", "1"], csv_file.header, csv_file.encoding) == []
+
+
+def test_utf8_evidence_tells_a_utf8_file_from_a_windows_1252_one(app):
+    with app.app_context():
+        storage = get_storage()
+        storage.save("imports/t/a.csv", io.BytesIO("name\nZoë Café\n".encode("cp1252")))
+        storage.save("imports/t/b.csv", io.BytesIO(b"name\n" + b"x" * 300_000 + "Zoë\n".encode()))
+        assert not utf8_evidence("imports/t/a.csv")
+        assert utf8_evidence("imports/t/b.csv")
+
+
+def test_a_utf8_sample_with_one_stray_byte_is_still_utf8_not_windows_1252():
+    sample = "name,city\nÜnïcode,Kōchi\nJosé,Zürich\n".encode() + b"Caf\xe9,Kochi\n"
+    assert detect_encoding(sample) == "utf-8"
+    assert detect_encoding("name\nZoë Café\nJosé Müller\n".encode("cp1252")) == "cp1252"

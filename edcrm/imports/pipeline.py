@@ -4,12 +4,15 @@
       1. checks: the import exists and is not over, its file is stored (else Unrecoverable: cancelled);
       2. a first pass over the file: encoding, delimiter, header (a missing required column cancels
          the import, naming it and the headers found), strict parsing of every record (broken quoting
-         cancels the import before a single lead is written) and the number of rows (`total_rows`);
+         cancels the import before a single lead is written), whether any row holds bytes that are
+         not text (a NUL, a byte the encoding has no character for: those rows are rejected, see
+         scan) and the number of rows (`total_rows`);
       3. a second pass, row by row, in batches of BATCH_ROWS: a reading thread (BatchReader) parses and
          validates each row and, on PostgreSQL, looks the batch's phones up among the branch's leads
          ahead of time (Lookup); then, in ONE transaction per batch,
            - the branch row is locked (its round-robin cursor; this also serialises the duplicate check
-             of concurrent imports of the branch) and the import row is locked,
+             of concurrent imports of the branch; on SQLite, which has no row locks, the database's
+             write lock is taken first, see take_write_lock) and the import row is locked,
            - the branch's leads with the batch's phones are known: the look-ahead plus this import's
              commits since, when the cursor shows no other import committed meanwhile, else one query,
            - new leads are assigned round-robin and inserted (COPY on PostgreSQL, executemany on SQLite),
@@ -65,7 +68,7 @@ from ..models.types import utcnow
 from ..storage import ObjectNotFound, get_storage
 from .distribution import RoundRobin, advance_cursor, lock_cursor
 from .headers import MissingColumns, map_columns
-from .reader import CsvFormatError, NotCsv, open_csv
+from .reader import CsvFormatError, NotCsv, open_csv, row_damage, utf8_evidence
 from .validation import LeadValues, RowValidator
 
 log = logging.getLogger(__name__)
@@ -119,8 +122,8 @@ def run_import(import_id: int) -> None:
         db.session.commit()
 
     try:
-        encoding = scan(lead_import)
-        import_rows(lead_import, encoding)
+        reading = scan(lead_import)
+        import_rows(lead_import, reading)
     except ObjectNotFound:
         cancel(lead_import, "The uploaded file is missing from storage; upload it again.")
     except ImportSuperseded as error:
@@ -130,25 +133,39 @@ def run_import(import_id: int) -> None:
     complete(lead_import)
 
 
-def scan(lead_import: LeadImport) -> str:
-    """The first pass: check the header and every record, count the rows; the encoding to read with.
+@dataclass(frozen=True)
+class Reading:
+    """How the second pass reads the file, as the first pass found it."""
+
+    encoding: str
+    lenient: bool = False  # bytes that are not text in the encoding are escaped, not raised
+    damaged: bool = False  # rows may hold NULs or escaped bytes: each row is checked (row_damage)
+
+
+def scan(lead_import: LeadImport) -> Reading:
+    """The first pass: check the header and every record, count the rows; how to read them.
 
     Cancels the import (Unrecoverable) on a file that is not CSV text, has no header, lacks a required
-    column or is malformed anywhere, before any lead is written. A file whose first 64 KiB are UTF-8
-    but whose later bytes are not is read again as Windows-1252 (the only other 8-bit encoding accepted).
+    column or is malformed anywhere, before any lead is written. A byte that is not text in the file's
+    encoding, or a NUL, makes its row rejected, with a reason naming it, and the rest is imported: a
+    file is never decoded another way once its text proved an encoding. (Only a file whose first 64 KiB
+    are plain ASCII, which prove nothing, and whose later bytes fail UTF-8 without UTF-8 characters
+    outnumbering them is read as Windows-1252.)
     """
-    encoding = None
+    key = lead_import.storage_key
+    encoding, lenient, sample_ascii = None, False, False
     while True:
         try:
-            with open_csv(lead_import.storage_key, encoding) as csv_file:
-                encoding = csv_file.encoding
+            with open_csv(key, encoding, lenient=lenient) as csv_file:
+                encoding, sample_ascii = csv_file.encoding, csv_file.sample_ascii
                 try:
                     map_columns(csv_file.header)
                 except MissingColumns as error:
                     cancel(lead_import, str(error), source_columns=csv_file.header)
                 total = csv_file.count_records()
+                damaged = lenient or csv_file.nul_seen
             if total is None:  # malformed somewhere: parse again, row by row, for the row to name
-                with open_csv(lead_import.storage_key, encoding) as csv_file:
+                with open_csv(key, encoding, lenient=lenient) as csv_file:
                     sum(1 for _ in csv_file.records)  # raises CsvFormatError
                 cancel(lead_import, "The file is not valid CSV. Nothing was imported.")
         except NotCsv as error:
@@ -156,27 +173,29 @@ def scan(lead_import: LeadImport) -> str:
         except CsvFormatError as error:
             cancel(lead_import, f"{error} Nothing was imported.")
         except UnicodeDecodeError as error:
-            if encoding == "utf-8":
+            if lenient:  # escaping never raises; in case it did, say so rather than loop
+                cancel(lead_import, f"The file is not valid {encoding} text ({error.reason}).")
+            if encoding == "utf-8" and sample_ascii and not utf8_evidence(key):
                 encoding = "cp1252"
-                continue
-            message = f"The file is not valid {encoding} text ({error.reason}). Nothing was imported."
-            cancel(lead_import, message)
+            else:
+                lenient = True
+            continue
         break
     lead_import.total_rows = total
     lead_import.source_columns = list(csv_file.header)
     if not lead_import.distribution:
         lead_import.distribution = {str(i): 0 for i in sorted(set(lead_import.telecaller_ids))}
     db.session.commit()
-    return encoding
+    return Reading(encoding, lenient, damaged)
 
 
-def import_rows(lead_import: LeadImport, encoding: str) -> None:
+def import_rows(lead_import: LeadImport, reading: Reading) -> None:
     """The second pass: every row after the import's checkpoint, batch by batch (see commit_batch)."""
     postgres = db.engine.dialect.name == "postgresql"
     reader = BatchReader(
         get_storage(),
         lead_import.storage_key,
-        encoding,
+        reading,
         after_row=lead_import.checkpoint_row,
         render_copy=postgres,
         precheck=(db.engine, lead_import.branch_id) if postgres else None,
@@ -303,13 +322,13 @@ class BatchReader:
         self,
         storage,
         key: str,
-        encoding: str,
+        reading: Reading,
         *,
         after_row: int,
         render_copy: bool,
         precheck: tuple[sa.Engine, int] | None = None,
     ):
-        self.storage, self.key, self.encoding, self.after_row = storage, key, encoding, after_row
+        self.storage, self.key, self.reading, self.after_row = storage, key, reading, after_row
         self.render_copy = render_copy
         self.precheck = precheck  # (engine, branch_id): look the phones up ahead, on a connection of its own
         self.batches: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
@@ -337,8 +356,11 @@ class BatchReader:
 
     def _read(self) -> None:
         try:
-            with open_csv(self.key, self.encoding, self.storage) as csv_file:
+            reading = self.reading
+            with open_csv(self.key, reading.encoding, self.storage, lenient=reading.lenient) as csv_file:
                 validate = RowValidator(map_columns(csv_file.header)).validate
+                if reading.damaged:  # only then a check per row: clean files keep their speed
+                    validate = screened(validate, csv_file.header, reading.encoding)
                 render = CopyRenderer().render if self.render_copy else None
                 batch = Batch()
                 size = BATCH_ROWS
@@ -385,6 +407,17 @@ class BatchReader:
             except queue.Full:
                 continue
         return False
+
+
+def screened(validate, header: list[str], encoding: str):
+    """validate, but a row holding a NUL or a byte that is not text is rejected saying where (its cells
+    made printable for the error report) before its values are looked at."""
+
+    def validate_screened(cells: list[str]):
+        damage = row_damage(cells, header, encoding)  # cleans the cells it names, in place
+        return damage if damage else validate(cells)
+
+    return validate_screened
 
 
 def complete(lead_import: LeadImport) -> None:
@@ -542,6 +575,8 @@ class BatchImporter:
                 # commit (completed) waits for the flush of everything before it, and only then is the
                 # file deleted.
                 db.session.execute(sa.text("SET LOCAL synchronous_commit = off"))
+            else:
+                take_write_lock(self.branch_id)
             cursor = lock_cursor(self.branch_id)
             lead_import = db.session.get(
                 LeadImport, self.import_id, with_for_update=True, populate_existing=True
@@ -659,6 +694,19 @@ class BatchImporter:
                 copy.write("".join(rows))
         else:
             db.session.execute(table.insert(), [dict(zip(columns, row, strict=True)) for row in rows])
+
+
+def take_write_lock(branch_id: int) -> None:
+    """SQLite: begin the batch's transaction with the database's write lock, held to its commit.
+
+    SQLite ignores FOR UPDATE, and its driver begins a transaction only at the first write: the phones
+    would be looked up outside it, and another import's batch could commit the same phones before this
+    one's insert (a UNIQUE failure, then a retry). A write first (an UPDATE that changes nothing) waits
+    for the lock (busy_timeout) and holds it, so the lookup sees every lead committed before and no
+    other lead can be committed until this batch is: one batch of the database at a time, as the
+    branch row's lock makes it one batch of the branch at a time on PostgreSQL.
+    """
+    db.session.execute(sa.update(Branch).where(Branch.id == branch_id).values(lead_cursor=Branch.lead_cursor))
 
 
 def find_leads(connection, branch_id: int, phones: Iterable[str], *, postgres: bool) -> dict:

@@ -1,8 +1,13 @@
 """Reading an uploaded CSV from storage as text records, streamed: never the whole file in memory.
 
 - The encoding is detected from the first bytes (`detect_encoding`): a BOM decides (UTF-8, or UTF-16 as
-  Excel's "Unicode text" writes it); else UTF-8 if the bytes are UTF-8, else Windows-1252. Bytes that
-  are not text at all (a ZIP/XLSX, a PDF, NUL bytes outside UTF-16) raise NotCsv.
+  Excel's "Unicode text" writes it); else UTF-8 if the bytes are UTF-8 (or UTF-8 characters outnumber
+  the bytes that are not: a UTF-8 file with a damaged row), else Windows-1252. Bytes that are not text
+  at all (a ZIP/XLSX, a PDF, a run of NUL or control bytes outside UTF-16) raise NotCsv.
+- Damaged text is never decoded another way behind the admin's back: opened `lenient`, a byte that is
+  not text in the file's encoding reaches the parser as a lone surrogate (U+DC00 + the byte, see
+  ESCAPE), which no valid decoding produces, and `row_damage` names the cells holding one, or a NUL.
+  A file is read strictly first (its speed); only a file that turns out damaged pays for the checks.
 - The delimiter (comma, semicolon or tab) is sniffed from the header line.
 - Parsing is strict: a quote that is opened and never closed is a CsvFormatError naming the row where it
   opened, never a field that silently swallows the rest of the file.
@@ -17,6 +22,7 @@ import codecs
 import csv
 import io
 import itertools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -47,6 +53,38 @@ _SIGNATURES = (
 _BINARY_CONTROLS = frozenset(range(0x00, 0x09)) | {0x0B, 0x0E, 0x0F} | frozenset(range(0x10, 0x1B)) | {0x7F}
 
 
+#: The decoding error handler of lenient reading: each undecodable byte becomes U+DC00 + the byte.
+ESCAPE = "edcrm-escape"
+#: A character a cell of text never holds: NUL, or an escaped undecodable byte.
+_DAMAGE = re.compile("[\x00\udc00-\udcff]")
+# A multi-byte UTF-8 character (RFC 3629: no overlong forms, no surrogates), for utf8_evidence.
+_UTF8_MULTIBYTE = re.compile(
+    rb"[\xc2-\xdf][\x80-\xbf]|\xe0[\xa0-\xbf][\x80-\xbf]|[\xe1-\xec\xee\xef][\x80-\xbf]{2}"
+    rb"|\xed[\x80-\x9f][\x80-\xbf]|\xf0[\x90-\xbf][\x80-\xbf]{2}|[\xf1-\xf3][\x80-\xbf]{3}"
+    rb"|\xf4[\x80-\x8f][\x80-\xbf]{2}"
+)
+_ENCODING_NAMES = {"utf-8": "UTF-8", "utf-8-sig": "UTF-8", "cp1252": "Windows-1252"}
+
+
+def _utf8_votes(data: bytes) -> int:
+    """Multi-byte UTF-8 characters in data, less its byte sequences that are not UTF-8: above 0 for
+    UTF-8 text with a few damaged bytes, at most 0 for Windows-1252 text (whose accented letters are
+    almost never followed by what UTF-8 would need)."""
+    valid = len(_UTF8_MULTIBYTE.findall(data))
+    invalid = data.decode("utf-8", "replace").count("\ufffd") - data.count(b"\xef\xbf\xbd")
+    return valid - invalid
+
+
+def _escape(error: UnicodeError) -> tuple[str, int]:
+    if not isinstance(error, UnicodeDecodeError):
+        raise error
+    bad = error.object[error.start : error.end]
+    return "".join(chr(0xDC00 + byte) for byte in bad), error.end
+
+
+codecs.register_error(ESCAPE, _escape)
+
+
 class NotCsv(ValueError):
     """The bytes are not CSV text (a binary file, a spreadsheet workbook, a PDF...)."""
 
@@ -59,7 +97,9 @@ def detect_encoding(sample: bytes) -> str:
     """The Python codec of a CSV whose first bytes are sample; NotCsv if they are not text.
 
     UTF-16 is recognised by its BOM (Excel writes one) or, without one, by NULs in every other byte of
-    ASCII-range text. A sample cut in the middle of a UTF-8 character still counts as UTF-8.
+    ASCII-range text. A sample cut in the middle of a UTF-8 character still counts as UTF-8, and so
+    does one whose UTF-8 characters outnumber its bytes that are not UTF-8 (their rows are rejected
+    when read). A stray NUL is a damaged row too; only many NUL or control bytes make a binary file.
     """
     if sample.startswith(codecs.BOM_UTF8):
         return "utf-8-sig"
@@ -72,12 +112,14 @@ def detect_encoding(sample: bytes) -> str:
         bom_less = _bom_less_utf16(sample)
         if bom_less:
             return bom_less
-        raise NotCsv("it contains NUL bytes, so it is a binary file, not text")
     try:
         codecs.getincrementaldecoder("utf-8")().decode(sample, final=False)
         encoding = "utf-8"
     except UnicodeDecodeError:
-        encoding = "cp1252"
+        # UTF-8 characters outnumbering the bytes that are not: UTF-8 with damaged rows (read as
+        # Windows-1252, its names would come out as mojibake); else Windows-1252.
+        encoding = "utf-8" if _utf8_votes(sample) > 0 else "cp1252"
+    if encoding == "cp1252":
         try:
             sample.decode(encoding)
         except UnicodeDecodeError as error:
@@ -85,8 +127,12 @@ def detect_encoding(sample: bytes) -> str:
                 f"byte 0x{sample[error.start]:02x} at offset {error.start} "
                 "is neither UTF-8 nor Windows-1252 text"
             ) from None
+    # A stray NUL or control byte is a damaged row (rejected when read, wherever it is in the file);
+    # many of them make a binary file.
     controls = sum(1 for byte in sample if byte in _BINARY_CONTROLS)
     if controls > max(8, len(sample) // 100):
+        if b"\x00" in sample:
+            raise NotCsv("it contains NUL bytes, so it is a binary file, not text")
         raise NotCsv("it is full of control characters, so it is a binary file, not text")
     return encoding
 
@@ -135,11 +181,18 @@ class _StrictDialect(csv.Dialect):
 
 class _RawStream(io.RawIOBase):
     """Any object with read(n) (a file, botocore's StreamingBody) as a raw stream, with bytes already read
-    from it (the encoding sample) put back in front."""
+    from it (the encoding sample) put back in front.
 
-    def __init__(self, head: bytes, source):
+    It notes whether the bytes may hold a NUL character (`nul_seen`): one search per buffer, in C, so
+    that a clean file is never checked row by row. (In UTF-16 two zero bytes; they may also straddle two
+    characters, which only costs that file the row-by-row check.)"""
+
+    def __init__(self, head: bytes, source, nul: bytes = b"\x00"):
         self._head = memoryview(head)
         self._source = source
+        self._nul = nul
+        self.nul_seen = nul in head
+        self._tail = head[-1:]  # the end of the bytes watched so far, for a NUL split across two reads
 
     def readable(self) -> bool:
         return True
@@ -152,6 +205,9 @@ class _RawStream(io.RawIOBase):
             return size
         data = self._source.read(len(buffer))
         buffer[: len(data)] = data
+        if data and not self.nul_seen:
+            self.nul_seen = self._nul in data or self._nul in self._tail + data[:1]
+            self._tail = data[-1:]
         return len(data)
 
 
@@ -164,12 +220,28 @@ def read_sample(source, size: int = SAMPLE_BYTES) -> bytes:
     return b"".join(pieces)
 
 
+@dataclass
+class OpenText:
+    """A stored object open as text: the stream, its encoding, and what its bytes showed so far."""
+
+    text: io.TextIOBase
+    encoding: str
+    raw: _RawStream
+    sample: bytes
+
+    @property
+    def nul_seen(self) -> bool:
+        """Whether the bytes read so far may hold a NUL character."""
+        return self.raw.nul_seen
+
+
 @contextmanager
 def open_text(
-    key: str, encoding: str | None = None, storage: Storage | None = None
-) -> Iterator[tuple[io.TextIOBase, str]]:
-    """The stored object as a text stream and its encoding (detected on its first bytes unless given).
-    storage defaults to the app's (pass it to read outside an app context).
+    key: str, encoding: str | None = None, storage: Storage | None = None, *, lenient: bool = False
+) -> Iterator[OpenText]:
+    """The stored object as text (its encoding detected on its first bytes unless given). storage
+    defaults to the app's (pass it to read outside an app context). Strict decoding raises
+    UnicodeDecodeError at a byte that is not text; lenient decoding escapes it (see ESCAPE).
 
     ObjectNotFound if the object is missing; NotCsv if it is not text.
     """
@@ -178,11 +250,71 @@ def open_text(
         sample = read_sample(source)
         if encoding is None:
             encoding = detect_encoding(sample)
-        buffered = io.BufferedReader(_RawStream(sample, source), buffer_size=TEXT_BUFFER)
+        raw = _RawStream(sample, source, b"\x00\x00" if encoding.startswith("utf-16") else b"\x00")
+        buffered = io.BufferedReader(raw, buffer_size=TEXT_BUFFER)
         # newline="" hands CR, LF and CRLF to the csv module untouched (it needs them inside quotes).
-        yield io.TextIOWrapper(buffered, encoding=encoding, newline=""), encoding
+        errors = ESCAPE if lenient else "strict"
+        text = io.TextIOWrapper(buffered, encoding=encoding, errors=errors, newline="")
+        yield OpenText(text, encoding, raw, sample)
     finally:
         source.close()
+
+
+def utf8_evidence(key: str, storage: Storage | None = None) -> bool:
+    """Whether the stored object, whose bytes are not all UTF-8, is UTF-8 text with damaged rows rather
+    than Windows-1252 text: its UTF-8 characters outnumber its byte sequences that are not UTF-8."""
+    source = (storage or get_storage()).open(key)
+    try:
+        votes, carry = 0, b""
+        while piece := source.read(TEXT_BUFFER):
+            data = carry + piece
+            cut = _last_character(data)  # a character cut between two pieces is counted whole, after
+            votes += _utf8_votes(data[:cut])
+            carry = data[cut:]
+        votes += _utf8_votes(carry)
+        return votes > 0
+    finally:
+        source.close()
+
+
+def _last_character(data: bytes) -> int:
+    """Where the last UTF-8 character of data starts when it may be cut short (a lead byte among the
+    last four, with nothing ASCII after it), else len(data)."""
+    for back in range(1, min(4, len(data)) + 1):
+        byte = data[-back]
+        if byte < 0x80:
+            break
+        if byte >= 0xC0:
+            return len(data) - back
+    return len(data)
+
+
+def row_damage(cells: list[str], header: list[str], encoding: str) -> list[str]:
+    """Why the cells are not clean text (empty when they are), naming each damaged cell's column; the
+    damaged cells are made printable in place (U+FFFD where a NUL or an undecodable byte was), so that
+    the row can be stored and shown in the error report."""
+    reasons = []
+    for index, cell in enumerate(cells):
+        found = _DAMAGE.findall(cell)
+        if not found:
+            continue
+        column = header[index] if index < len(header) and header[index] else f"column {index + 1}"
+        if "\x00" in found:
+            reasons.append(f"{column} contains a NUL byte (0x00), which is not text")
+        escaped = sorted({ord(char) - 0xDC00 for char in found if char != "\x00"})
+        if escaped:
+            name = _ENCODING_NAMES.get(encoding, encoding.upper())
+            shown = " ".join(f"0x{byte:02X}" for byte in escaped[:4])
+            reasons.append(
+                f"{column} has bytes that are not {name} text ({shown}): check this row's encoding"
+            )
+        cells[index] = _DAMAGE.sub("\ufffd", cell)
+    return reasons
+
+
+def printable(cells: list[str]) -> list[str]:
+    """cells with any NUL or undecodable byte shown as U+FFFD (a header read leniently)."""
+    return [_DAMAGE.sub("\ufffd", cell) for cell in cells]
 
 
 class EmptyCsv(CsvFormatError):
@@ -199,6 +331,17 @@ class CsvFile:
     header: list[str]
     records: Iterator[tuple[int, list[str]]]
     parser: Iterator[list[str]] | None = None  # the csv reader under records
+    source: OpenText | None = None
+
+    @property
+    def nul_seen(self) -> bool:
+        """Whether the bytes read so far may hold a NUL character (then check rows with row_damage)."""
+        return self.source is not None and self.source.nul_seen
+
+    @property
+    def sample_ascii(self) -> bool:
+        """Whether the first bytes, the encoding was detected on, are all ASCII (so prove nothing)."""
+        return self.source is not None and self.source.sample.isascii()
 
     def count_records(self) -> int | None:
         """How many records `records` has left to give, counted by the csv module alone (no Python per
@@ -211,13 +354,16 @@ class CsvFile:
 
 
 @contextmanager
-def open_csv(key: str, encoding: str | None = None, storage: Storage | None = None) -> Iterator[CsvFile]:
-    """The stored CSV under key, parsed as it streams in.
+def open_csv(
+    key: str, encoding: str | None = None, storage: Storage | None = None, *, lenient: bool = False
+) -> Iterator[CsvFile]:
+    """The stored CSV under key, parsed as it streams in (decoded leniently or not, see open_text).
 
     Blank lines before the header are skipped (they still count as rows). Raises ObjectNotFound,
-    NotCsv, EmptyCsv, and, while the records are read, CsvFormatError and UnicodeDecodeError.
+    NotCsv, EmptyCsv, and, while the records are read, CsvFormatError and (strict) UnicodeDecodeError.
     """
-    with open_text(key, encoding, storage) as (text, encoding):
+    with open_text(key, encoding, storage, lenient=lenient) as source:
+        text, encoding = source.text, source.encoding
         blank_lines = 0
         for first_line in text:
             if first_line.strip():
@@ -229,7 +375,7 @@ def open_csv(key: str, encoding: str | None = None, storage: Storage | None = No
         reader = csv.reader(itertools.chain([first_line], text), _StrictDialect, delimiter=delimiter)
         records = _records(reader, first_row=blank_lines + 1, line_offset=blank_lines)
         header_row, header = next(records)
-        yield CsvFile(encoding, delimiter, header_row, header, records, reader)
+        yield CsvFile(encoding, delimiter, header_row, printable(header), records, reader, source)
 
 
 def _records(reader, *, first_row: int, line_offset: int) -> Iterator[tuple[int, list[str]]]:
@@ -261,6 +407,7 @@ def _format_error(error: csv.Error, row: int, start_line: int) -> CsvFormatError
 
 
 __all__ = [
+    "ESCAPE",
     "SAMPLE_BYTES",
     "CsvFile",
     "CsvFormatError",
@@ -270,5 +417,7 @@ __all__ = [
     "detect_encoding",
     "open_csv",
     "open_text",
+    "row_damage",
     "sniff_delimiter",
+    "utf8_evidence",
 ]

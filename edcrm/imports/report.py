@@ -2,14 +2,20 @@
 
     row_number,reasons,<the file's own columns…>
 
-Any cell a spreadsheet would run as a formula (starting with = + - @, a tab or a carriage return) is
-prefixed with a single quote, as OWASP advises against CSV injection.
+The file starts with a UTF-8 byte order mark, so that Excel reads it as UTF-8 (`José`, not `JosÃ©`).
+
+Any cell a spreadsheet would run as a formula is made inert with a single quote, as OWASP advises
+against CSV injection: in front of a cell starting with = + - @, a tab or a carriage return, also after
+leading spaces or tabs (` =1+1`), and in front of such a character after a `;`, `,`, tab or line break
+inside a cell (`x;=1+1`), where a spreadsheet that splits cells on it (a `;` list separator, "text to
+columns") would start a new cell.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import re
 from collections.abc import Iterable, Iterator
 
 import sqlalchemy as sa
@@ -18,21 +24,32 @@ from ..extensions import db
 from ..models import ImportRejection, LeadImport
 
 FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+BOM = "\ufeff"
 #: Rejected rows fetched from the database at a time (and lines sent per piece of the response).
 FETCH_ROWS = 2000
 
+# A formula character at the start of a cell after spaces or tabs (the quote goes first)...
+_LEADING = re.compile(r"[ \t]*[=+\-@\t\r]")
+# ...or after a character that some spreadsheet splits cells on (the quote goes after that character).
+_INSIDE = re.compile(r"(?<=[;,\t\r\n])(?=[ \t]*[=+\-@\t\r])")
+_ANY_TRIGGER = re.compile(r"[=+\-@\t\r]")
+
 
 def neutralise(cell: str) -> str:
-    """cell, made inert for spreadsheets: a leading formula character gets a ' in front."""
-    return "'" + cell if cell.startswith(FORMULA_TRIGGERS) else cell
+    """cell, made inert for spreadsheets (see the module's docstring)."""
+    if _ANY_TRIGGER.search(cell) is None:  # most cells: one scan, nothing to do
+        return cell
+    cell = _INSIDE.sub("'", cell)
+    return "'" + cell if _LEADING.match(cell) else cell
 
 
 def iter_error_report(lead_import: LeadImport) -> Iterator[bytes]:
-    """The report's UTF-8 bytes, a header then a piece per FETCH_ROWS rejected rows; memory stays flat
-    however many rows were rejected (the rows come from a server-side cursor)."""
+    """The report's UTF-8 bytes, a BOM and the header then a piece per FETCH_ROWS rejected rows; memory
+    stays flat however many rows were rejected (the rows come from a server-side cursor)."""
     import_id = lead_import.id
     header = ["row_number", "reasons", *(lead_import.source_columns or [])]
     buffer = io.StringIO()
+    buffer.write(BOM)
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow([neutralise(cell) for cell in header])
     yield _take(buffer)

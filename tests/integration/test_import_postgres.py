@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 import uuid
 from collections import Counter
 
@@ -19,7 +20,7 @@ from edcrm.imports import pipeline
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs.broker import get_broker
 from edcrm.jobs.embedded import stop_worker
-from edcrm.models import Branch, ImportStatus, Lead, LeadImport, Role, User
+from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role, User
 from edcrm.storage import get_storage
 
 from .helpers import fresh_postgres_database
@@ -241,3 +242,81 @@ def test_two_imports_of_one_branch_at_once_stay_balanced_and_never_share_a_phone
         counts = list(lead_import.distribution.values())
         assert max(counts) - min(counts) <= 1, lead_import.distribution
     assert db.session.get(Branch, branch.id).lead_cursor == 10_000
+
+
+def test_overlapping_imports_racing_for_a_batch_both_complete_without_a_retry(pg_app, worker, monkeypatch):
+    """As on SQLite (tests/test_import_pipeline.py): the first import's batch has looked its phones up
+    when the second tries to commit some of them; the branch row's lock makes the second wait, then
+    report them as duplicates. Both complete at their first attempt, every phone once."""
+    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    branch = Branch(name=f"Kollam {uuid.uuid4().hex[:6]}")
+    db.session.add(branch)
+    db.session.commit()
+    callers = telecallers(branch, 3)
+    first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
+    second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
+    first_looked_up, second_committed = threading.Event(), threading.Event()
+    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
+
+    def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
+        known = known_leads(self, batch, lookup, cursor)
+        if batch[0].cells[0] == "A 100":  # its second batch (the first writes before its lookup)
+            first_looked_up.set()
+            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
+        return known
+
+    def commit_once_the_first_looked_up(self, batch):
+        second = batch[0].cells[0].startswith("B ")
+        if second:
+            first_looked_up.wait(timeout=10)
+        commit_batch(self, batch)
+        if second:
+            second_committed.set()
+
+    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
+    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    ids = [queue_import(branch, rows_csv(rows), callers) for rows in (first, second)]
+    wait_all(worker)
+    db.session.expire_all()
+    imports = [db.session.get(LeadImport, i) for i in ids]
+
+    assert [i.status for i in imports] == [ImportStatus.COMPLETED] * 2, [i.error for i in imports]
+    jobs = [db.session.get(Job, i.job_id) for i in imports]
+    assert [j.attempts for j in jobs] == [1, 1], [e.error for j in jobs for e in j.errors]
+    # Batches interleave as the lock falls: each phone is a lead of one import, a duplicate of the other.
+    assert sum(i.successful_rows for i in imports) == 450
+    assert sum(i.duplicate_rows for i in imports) == 150
+    phones = db.session.execute(sa.select(Lead.phone_number).where(Lead.branch_id == branch.id)).scalars()
+    assert sorted(phones) == [f"+9198{n:08d}" for n in range(450)]
+    report = b"".join(iter_error_report(lead_import := imports[1])).decode("utf-8-sig").splitlines()
+    assert report[1].startswith("2,duplicate: phone +919800000150 is already a lead of this branch")
+    assert lead_import.failed_rows == 0
+
+
+def test_damaged_rows_are_rejected_and_reported_on_postgresql(pg_app, worker):
+    """COPY takes no NUL and JSONB no lone surrogate: the damaged rows are rejected, their cells made
+    printable, and the rest of the file imported with its names intact."""
+    branch = Branch(name=f"Kannur {uuid.uuid4().hex[:6]}")
+    db.session.add(branch)
+    db.session.commit()
+    rows = [
+        ["Ünïcode Nair", "9800000001", "", "Kōchi"],
+        *[[f"S {n}", f"98{n:08d}", "", ""] for n in range(10, 3010)],
+    ]
+    data = rows_csv(rows) + b"Caf\xe9 Nair,9800000002,,\r\nAsha\x00,9800000003,,\r\n"
+
+    import_id = queue_import(branch, data, telecallers(branch, 2))
+    wait_all(worker)
+    db.session.expire_all()
+    lead_import = db.session.get(LeadImport, import_id)
+
+    assert lead_import.status == ImportStatus.COMPLETED, lead_import.error
+    assert (lead_import.successful_rows, lead_import.failed_rows) == (3001, 2)
+    name = db.session.execute(sa.select(Lead.student_name).filter_by(phone_number="+919800000001")).scalar()
+    assert name == "Ünïcode Nair"
+    report = b"".join(iter_error_report(lead_import)).decode("utf-8-sig").splitlines()
+    assert report[1:] == [
+        "3003,Student Name has bytes that are not UTF-8 text (0xE9): check this row's encoding,"
+        "Caf\ufffd Nair,9800000002,,",
+        '3004,"Student Name contains a NUL byte (0x00), which is not text",Asha\ufffd,9800000003,,',
+    ]
