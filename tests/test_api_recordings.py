@@ -533,10 +533,11 @@ def test_the_chunks_may_not_add_up_to_more_than_the_recording_limit(app, client,
     assert sorted(p.name for p in root.iterdir()) == ["00000", "00001"]
 
 
-def test_concurrent_chunks_cannot_pass_the_recording_limit_together(app, auth, call_log, live_server):
+def race_the_limit(app, auth, call_log_id: int, live_server: str) -> None:
+    """12 chunks of 30 bytes PUT at once against a limit of 100: 3 are kept, 9 are 413."""
     app.config.update(MAX_RECORDING_BYTES=100, MAX_CHUNK_BYTES=40)
     base = f"{live_server}/api/recordings/uploads"
-    body = {"call_log_id": call_log.id, "filename": "c.wav", "expected_chunks": 12}
+    body = {"call_log_id": call_log_id, "filename": "c.wav", "expected_chunks": 12}
     upload_id = requests.post(base, json=body, headers=auth, timeout=10).json()["upload_id"]
     barrier = threading.Barrier(12)
 
@@ -555,6 +556,29 @@ def test_concurrent_chunks_cannot_pass_the_recording_limit_together(app, auth, c
     received = requests.get(f"{base}/{upload_id}", headers=auth, timeout=10).json()["received"]
     assert len(received) == 3
     assert sorted(storage_files(app)) == [f"uploads/{upload_id}/chunks/{index:05d}" for index in received]
+
+
+def test_concurrent_chunks_cannot_pass_the_recording_limit_together(app, auth, call_log, live_server):
+    race_the_limit(app, auth, call_log.id, live_server)
+
+
+def test_concurrent_chunks_cannot_pass_the_recording_limit_together_on_postgresql(pg_app):
+    """The same race where the upload's row lock, not SQLite's single writer, keeps the total."""
+    with pg_app.app_context():
+        branch = Branch(name="Kochi")
+        db.session.add(branch)
+        db.session.commit()
+        telecaller = make_user(branch, Role.TELECALLER)
+        auth, call_log_id = bearer(telecaller), make_call_log(branch, telecaller).id
+        server = make_server("127.0.0.1", 0, pg_app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            race_the_limit(pg_app, auth, call_log_id, f"http://127.0.0.1:{server.server_port}")
+        finally:
+            server.shutdown()
+            thread.join()
+            server.server_close()
 
 
 class _ArrivingBody:
@@ -613,3 +637,19 @@ def test_a_chunk_whose_body_finishes_after_delete_is_409_and_stores_nothing(app,
     assert storage_files(app) == []
     status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
     assert (status["status"], status["received"]) == ("cancelled", [])
+
+
+def test_a_chunk_stored_but_not_recorded_leaves_no_object(app, client, auth, call_log, monkeypatch):
+    from edcrm.recordings import uploads
+
+    upload_id = start(client, auth, call_log, 2)
+    put(client, auth, upload_id, 0, b"zero")
+
+    def fail(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(uploads, "_record_chunk", fail)
+    with pytest.raises(RuntimeError):
+        uploads.store_chunk(db.session.get(RecordingUpload, upload_id), 1, io.BytesIO(b"one"))
+    assert storage_files(app) == [f"uploads/{upload_id}/chunks/00000"]
+    assert client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json["received"] == [0]

@@ -184,7 +184,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
     """Claim the receiving upload, check the running total, store the object and record its row, all
     in one transaction (see the module's docstring); on any failure nothing new is kept."""
     limit = current_app.config["MAX_RECORDING_BYTES"]
-    now, stored, replaced = utcnow(), False, True
+    now, stored, replaced, committing = utcnow(), False, True, False
     try:
         claimed = db.session.execute(
             sa.update(RecordingUpload)
@@ -213,11 +213,14 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
         get_storage().save_file(key, chunk.path)
         stored = True
         _record_chunk(upload_id, index, chunk.size, chunk.sha256, now)
+        committing = True
         db.session.commit()
     except BaseException:
         db.session.rollback()
-        # A replaced chunk's object now holds the new bytes, as verified as the old ones: it stays.
-        if stored and not replaced:
+        # A replaced chunk's object now holds the new bytes, as verified as the old ones: it stays. So
+        # does one whose commit failed: it may have happened (the row then names the object); if not,
+        # the chunk sent again replaces it, or remove_received deletes it with the upload.
+        if stored and not replaced and not committing:
             _delete_quietly(key)
         raise
 
@@ -320,11 +323,9 @@ def cancel(upload: RecordingUpload) -> None:
 
 
 def remove_received(upload: RecordingUpload) -> None:
-    """Delete the upload's chunks (or file) from storage, then their rows."""
-    storage = get_storage()
-    keys = [upload.file_key] if upload.kind is UploadKind.SINGLE else []
-    keys += [upload.chunk_key(index) for index in upload.received_indexes()]
-    storage.delete_many(keys)
+    """Delete the upload's chunks (or file) from storage, then their rows. Every key a chunk may have is
+    deleted, not only those of rows: a chunk whose commit failed may have left its object."""
+    get_storage().delete_many(upload.source_keys())
     db.session.execute(sa.delete(RecordingChunk).where(RecordingChunk.upload_id == upload.id))
     upload.updated_at = utcnow()
 
