@@ -317,5 +317,5 @@ def test_a_csv_cut_off_mid_body_is_400_and_nothing_is_kept(app, client, people, 
     environ = {"wsgi.input_terminated": True, "CONTENT_LENGTH": str(len(body) + 5000)}
     response = client.post("/imports/new", data=body, content_type=content_type, environ_overrides=environ)
     assert response.status_code == 400
-    assert "before its Content-Length" in text(response)
+    assert "before all of it arrived" in text(response)
     assert imports_in(app) == [] and stored_files(app) == []

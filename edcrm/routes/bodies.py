@@ -23,7 +23,7 @@ from werkzeug.wsgi import LimitedStream
 
 from .. import spool
 
-MESSAGE = "The request body ended before its Content-Length: the client went away. Nothing was kept."
+MESSAGE = "The request body ended before all of it arrived: the client went away. Nothing of it was kept."
 
 
 class IncompleteBody(ClientDisconnected):
@@ -37,6 +37,8 @@ class _WholeBody(LimitedStream):
     """wsgi.input, at most Content-Length bytes, which must all arrive."""
 
     def on_disconnect(self, error: Exception | None = None) -> None:
+        if isinstance(error, TimeoutError):
+            raise error  # a stalled client: the body timeout's to answer
         raise IncompleteBody()
 
 
@@ -69,6 +71,9 @@ class _UnbrokenBody:
 
     def __iter__(self):
         return iter(self.readline, b"")
+
+    def __getattr__(self, name: str):  # close() and the like, as the server's stream has them
+        return getattr(self._stream, name)
 
 
 def _content_length(environ) -> int | None:

@@ -153,7 +153,7 @@ def test_a_cut_off_csv_on_the_page_is_400_and_no_import_exists(server):
     status, answer = server.raw(request + body)
 
     assert status == 400, answer[:500]
-    assert b"before its Content-Length" in answer
+    assert b"before all of it arrived" in answer
     assert server.api("GET", "/api/imports", who=admin).json()["items"] == before
     assert stored(server, "imports") == []
 
