@@ -25,7 +25,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     app = Flask(__name__, instance_path=str(instance_path))
     app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
 
-    from . import jobs
+    from . import jobs, spool
     from .extensions import db
 
     if web:
@@ -40,6 +40,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
         routes.init_app(app)
         cli.init_app(app)
     jobs.init_app(app)
+    spool.sweep()  # the spools of processes killed since the last start
 
     from . import actors  # noqa: F401  (declares the actors on the broker, so the app can send them)
 

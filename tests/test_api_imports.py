@@ -437,3 +437,40 @@ def test_a_form_of_too_many_fields_is_413_saying_so(client, admin, callers):
     error = error_of(response, 413)
     assert error["code"] == "form_too_large"
     assert import_count() == 0
+
+
+# -- hostile bodies ----------------------------------------------------------------------------------------
+
+
+def form_body(fields: dict) -> tuple[bytes, str]:
+    """A form's body and Content-Type, as a client sends them."""
+    from werkzeug.test import EnvironBuilder
+
+    environ = EnvironBuilder(method="POST", data=fields).get_environ()
+    return environ["wsgi.input"].read(), environ["CONTENT_TYPE"]
+
+
+def test_a_csv_shorter_than_its_content_length_is_400_and_nothing_is_kept(
+    app, client, admin, callers, stub_broker
+):
+    body, content_type = form_body(
+        {"telecaller_ids": str(callers[0].id), "file": (io.BytesIO(SAMPLE_CSV), "leads.csv")}
+    )
+    headers = {**bearer(admin), "Content-Type": content_type}
+    # gunicorn terminates the stream itself: werkzeug reads it as it is, to its end.
+    for sent, announced in ((body, len(body) + 5000), (body[:-100], len(body))):
+        environ = {"wsgi.input_terminated": True, "CONTENT_LENGTH": str(announced)}
+        response = client.post("/api/imports", data=sent, headers=headers, environ_overrides=environ)
+        assert error_of(response, 400)["code"] == "incomplete_body"
+    assert import_count() == 0 and stored_files(app) == []
+    assert stub_broker.queues["csv_import"].qsize() == 0
+
+
+def test_a_csv_refused_as_too_large_leaves_no_folder_in_storage(app, client, admin, callers, stub_broker):
+    app.config["MAX_CSV_BYTES"] = 100 * 1024
+    data = csv_bytes(VALID_ROWS * 600)  # over the limit, within the body's slack: refused while stored
+    assert app.config["MAX_CSV_BYTES"] < len(data) < app.config["MAX_CSV_BYTES"] + 64 * 1024
+
+    assert error_of(post_import(client, admin, data=data, telecaller_ids=[callers[0].id]), 413)
+    root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
+    assert not root.exists() or list(root.rglob("*")) == []  # no empty imports/<uuid>/ either

@@ -14,6 +14,7 @@ import requests
 from conftest import bearer, make_user
 from test_openapi import check
 from werkzeug.serving import make_server
+from werkzeug.test import EnvironBuilder
 
 from edcrm.extensions import db
 from edcrm.models import Branch, CallLog, CallOutcome, Lead, Recording, RecordingUpload, Role, UploadStatus
@@ -419,3 +420,236 @@ def test_the_answers_have_the_documented_shapes(app, client, auth, call_log, stu
     run_jobs(stub_broker, stub_worker)
     check(document, "Upload", client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json)
     check(document, "CallLog", client.get(f"/api/call-logs/{call_log.id}", headers=auth).json)
+
+
+# -- hostile bodies: cut off, form-encoded, over the running total, after complete -------------------------
+
+#: What gunicorn tells werkzeug: it terminates the stream itself, so werkzeug reads it as it is.
+GUNICORN = {"wsgi.input_terminated": True}
+
+
+def spool_files() -> list[str]:
+    from edcrm import spool
+
+    return sorted(path.name for path in spool.directory().iterdir())
+
+
+def test_a_chunk_shorter_than_its_content_length_is_400_and_nothing_is_kept(app, client, auth, call_log):
+    upload_id = start(client, auth, call_log, 1)
+    response = client.put(
+        f"/api/recordings/uploads/{upload_id}/chunks/0",
+        data=b"x" * 8000,
+        headers=auth,
+        environ_overrides={**GUNICORN, "CONTENT_LENGTH": "16044"},
+    )
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "incomplete_body"
+    assert client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json["received"] == []
+    assert storage_files(app) == [] and spool_files() == []
+    # Sent whole, it is taken.
+    assert put(client, auth, upload_id, 0, b"x" * 8000).json["received"] == [0]
+
+
+def multipart(fields: dict) -> tuple[bytes, str]:
+    """A form's body and Content-Type, as a client sends them."""
+    environ = EnvironBuilder(method="POST", data=fields).get_environ()
+    return environ["wsgi.input"].read(), environ["CONTENT_TYPE"]
+
+
+def test_a_one_shot_file_shorter_than_its_content_length_is_400_and_nothing_is_kept(
+    app, client, auth, call_log, stub_broker
+):
+    url = f"/api/call-logs/{call_log.id}/recording"
+    body, content_type = multipart({"file": (io.BytesIO(wav_bytes(0.5)), "call.wav")})
+    headers = {**auth, "Content-Type": content_type}
+    # The whole form arrives, but less than the length announced: the client went away mid-body.
+    for sent, announced in ((body, len(body) + 5000), (body[:-1000], len(body))):
+        environ = {**GUNICORN, "CONTENT_LENGTH": str(announced)}
+        response = client.post(url, data=sent, headers=headers, environ_overrides=environ)
+        assert response.status_code == 400, response.json
+        assert response.json["error"]["code"] == "incomplete_body"
+    assert db.session.query(RecordingUpload).count() == 0
+    assert storage_files(app) == [] and spool_files() == []
+    assert stub_broker.queues["recordings"].qsize() == 0
+    # Sent whole, it is taken.
+    assert client.post(url, data=body, headers=headers, environ_overrides=GUNICORN).status_code == 202
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["multipart/form-data; boundary=xyz", "application/x-www-form-urlencoded", "text/plain", "audio/wav"],
+)
+def test_a_chunk_that_is_not_octet_stream_is_415_and_nothing_is_kept(
+    app, client, auth, call_log, content_type
+):
+    upload_id = start(client, auth, call_log, 1)
+    url = f"/api/recordings/uploads/{upload_id}/chunks/0"
+    response = client.put(url, data=b"--xyz\r\n...", headers={**auth, "Content-Type": content_type})
+    assert response.status_code == 415
+    assert response.json["error"]["code"] == "unsupported_media_type"
+    assert "application/octet-stream" in response.json["error"]["message"]
+    assert client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json["received"] == []
+    assert storage_files(app) == []
+
+
+def test_a_form_encoded_chunk_like_curl_F_is_415(app, client, auth, call_log):
+    """`curl -X PUT -F chunk=@part`: the chunk inside a multipart envelope."""
+    upload_id = start(client, auth, call_log, 1)
+    url = f"/api/recordings/uploads/{upload_id}/chunks/0"
+    response = client.put(url, data={"chunk": (io.BytesIO(b"part"), "part")}, headers=auth)
+    assert response.status_code == 415
+    assert storage_files(app) == []
+
+
+@pytest.mark.parametrize("content_type", ["application/octet-stream", "application/octet-stream; x=1", None])
+def test_an_octet_stream_chunk_or_one_without_content_type_is_taken(client, auth, call_log, content_type):
+    upload_id = start(client, auth, call_log, 1)
+    headers = {**auth, "Content-Type": content_type} if content_type else auth
+    response = client.put(f"/api/recordings/uploads/{upload_id}/chunks/0", data=b"bytes", headers=headers)
+    assert response.status_code == 200 and response.json["received"] == [0]
+
+
+@pytest.mark.parametrize("total_size", [None, 100], ids=["without-total_size", "with-total_size"])
+def test_the_chunks_may_not_add_up_to_more_than_the_recording_limit(app, client, auth, call_log, total_size):
+    app.config.update(MAX_RECORDING_BYTES=100, MAX_CHUNK_BYTES=70)
+    extra = {"total_size": total_size} if total_size else {}
+    upload_id = start(client, auth, call_log, 3, **extra)
+    assert put(client, auth, upload_id, 0, b"a" * 60).status_code == 200
+    over = put(client, auth, upload_id, 1, b"b" * 41)
+    assert over.status_code == 413
+    assert over.json["error"]["code"] == "too_large" and over.json["error"]["limit"] == 100
+    assert client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json["received"] == [0]
+    assert storage_files(app) == [f"uploads/{upload_id}/chunks/00000"]
+
+    # A chunk sent again counts with its new size only.
+    assert put(client, auth, upload_id, 0, b"a" * 30).status_code == 200
+    assert put(client, auth, upload_id, 1, b"b" * 70).status_code == 200  # 30 + 70
+    assert put(client, auth, upload_id, 1, b"c" * 69).status_code == 200  # replaced: 30 + 69
+    assert put(client, auth, upload_id, 2, b"d" * 2).status_code == 413  # 30 + 69 + 2
+    assert put(client, auth, upload_id, 0, b"a" * 32).status_code == 413  # 32 + 69
+    root = Path(app.config["STORAGE_URL"].removeprefix("file://")) / f"uploads/{upload_id}/chunks"
+    # The refused copies replaced nothing.
+    assert [(root / name).read_bytes() for name in ("00000", "00001")] == [b"a" * 30, b"c" * 69]
+    assert sorted(p.name for p in root.iterdir()) == ["00000", "00001"]
+
+
+def race_the_limit(app, auth, call_log_id: int, live_server: str) -> None:
+    """12 chunks of 30 bytes PUT at once against a limit of 100: 3 are kept, 9 are 413."""
+    app.config.update(MAX_RECORDING_BYTES=100, MAX_CHUNK_BYTES=40)
+    base = f"{live_server}/api/recordings/uploads"
+    body = {"call_log_id": call_log_id, "filename": "c.wav", "expected_chunks": 12}
+    upload_id = requests.post(base, json=body, headers=auth, timeout=10).json()["upload_id"]
+    barrier = threading.Barrier(12)
+
+    def send(index: int) -> int:
+        barrier.wait()
+        url = f"{base}/{upload_id}/chunks/{index}"
+        return requests.put(url, data=b"z" * 30, headers=auth, timeout=30).status_code
+
+    results: list[int] = []
+    threads = [threading.Thread(target=lambda i=i: results.append(send(i))) for i in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(results) == [200] * 3 + [413] * 9  # 3 x 30 fit in 100, a fourth does not
+    received = requests.get(f"{base}/{upload_id}", headers=auth, timeout=10).json()["received"]
+    assert len(received) == 3
+    assert sorted(storage_files(app)) == [f"uploads/{upload_id}/chunks/{index:05d}" for index in received]
+
+
+def test_concurrent_chunks_cannot_pass_the_recording_limit_together(app, auth, call_log, live_server):
+    race_the_limit(app, auth, call_log.id, live_server)
+
+
+def test_concurrent_chunks_cannot_pass_the_recording_limit_together_on_postgresql(pg_app):
+    """The same race where the upload's row lock, not SQLite's single writer, keeps the total."""
+    with pg_app.app_context():
+        branch = Branch(name="Kochi")
+        db.session.add(branch)
+        db.session.commit()
+        telecaller = make_user(branch, Role.TELECALLER)
+        auth, call_log_id = bearer(telecaller), make_call_log(branch, telecaller).id
+        server = make_server("127.0.0.1", 0, pg_app, threaded=True)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            race_the_limit(pg_app, auth, call_log_id, f"http://127.0.0.1:{server.server_port}")
+        finally:
+            server.shutdown()
+            thread.join()
+            server.server_close()
+
+
+class _ArrivingBody:
+    """A chunk's body that arrives in two halves, with `between` happening while the second is on its way."""
+
+    def __init__(self, data: bytes, between):
+        self._halves = [data[: len(data) // 2], data[len(data) // 2 :]]
+        self._between = between
+
+    def read(self, size: int = -1) -> bytes:
+        if len(self._halves) == 1:
+            self._between()
+        return self._halves.pop(0) if self._halves else b""
+
+
+def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
+    app, client, auth, call_log, stub_broker, stub_worker
+):
+    from edcrm.recordings import uploads
+
+    audio = wav_bytes(0.5)
+    chunks = split(audio, 2)
+    upload_id = start(client, auth, call_log, 2, sha256=sha(audio))
+    put(client, auth, upload_id, 0, chunks[0])
+    put(client, auth, upload_id, 1, chunks[1])
+
+    def complete():
+        assert client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth).status_code == 202
+
+    upload = db.session.get(RecordingUpload, upload_id)
+    with pytest.raises(uploads.WrongState, match="processing"):
+        uploads.store_chunk(upload, 1, _ArrivingBody(b"late bytes, replacing chunk 1", complete))
+    root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
+    assert (root / upload.chunk_key(1)).read_bytes() == chunks[1]  # the good copy is untouched
+
+    run_jobs(stub_broker, stub_worker)
+    db.session.expire_all()
+    recording = db.session.get(CallLog, call_log.id).recording
+    assert recording is not None and recording.sha256 == sha(audio)
+    assert [name for name in storage_files(app) if name.startswith("uploads/")] == []
+    assert spool_files() == []
+
+
+def test_a_chunk_whose_body_finishes_after_delete_is_409_and_stores_nothing(app, client, auth, call_log):
+    from edcrm.recordings import uploads
+
+    upload_id = start(client, auth, call_log, 2)
+    put(client, auth, upload_id, 0, b"zero")
+
+    def delete():
+        assert client.delete(f"/api/recordings/uploads/{upload_id}", headers=auth).status_code == 204
+
+    upload = db.session.get(RecordingUpload, upload_id)
+    with pytest.raises(uploads.WrongState, match="cancelled"):
+        uploads.store_chunk(upload, 1, _ArrivingBody(b"one, late", delete))
+    assert storage_files(app) == []
+    status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
+    assert (status["status"], status["received"]) == ("cancelled", [])
+
+
+def test_a_chunk_stored_but_not_recorded_leaves_no_object(app, client, auth, call_log, monkeypatch):
+    from edcrm.recordings import uploads
+
+    upload_id = start(client, auth, call_log, 2)
+    put(client, auth, upload_id, 0, b"zero")
+
+    def fail(*args):
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr(uploads, "_record_chunk", fail)
+    with pytest.raises(RuntimeError):
+        uploads.store_chunk(db.session.get(RecordingUpload, upload_id), 1, io.BytesIO(b"one"))
+    assert storage_files(app) == [f"uploads/{upload_id}/chunks/00000"]
+    assert client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json["received"] == [0]

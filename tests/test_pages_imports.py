@@ -305,3 +305,17 @@ def test_the_form_without_its_csrf_token_is_refused(csrf_app, people):
     assert response.status_code == 400
     assert any("CSRF" in message for message in flashes(response))
     assert imports_in(csrf_app) == [] and stored_files(csrf_app) == []
+
+
+def test_a_csv_cut_off_mid_body_is_400_and_nothing_is_kept(app, client, people, stub_broker):
+    from test_api_imports import form_body
+
+    login(client, people.admin[1])
+    client.get("/imports/new")
+    fields = {"telecaller_ids": str(people.callers[0][0]), "file": (io.BytesIO(SAMPLE_CSV), "leads.csv")}
+    body, content_type = form_body(fields)
+    environ = {"wsgi.input_terminated": True, "CONTENT_LENGTH": str(len(body) + 5000)}
+    response = client.post("/imports/new", data=body, content_type=content_type, environ_overrides=environ)
+    assert response.status_code == 400
+    assert "before all of it arrived" in text(response)
+    assert imports_in(app) == [] and stored_files(app) == []

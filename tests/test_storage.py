@@ -295,3 +295,17 @@ def test_delete_many_removes_the_keys_and_their_empty_folders(storage, root):
         storage.save(key, io.BytesIO(b"x"))
     storage.delete_many([*keys, "uploads/u/never-stored"])
     assert files_under(root) == ["uploads/v/kept"]
+
+
+def test_a_failed_save_leaves_no_folder_it_made(storage, root):
+    storage.save("imports/kept/a.csv", io.BytesIO(b"a"))
+    with pytest.raises(ConnectionResetError):
+        storage.save("imports/5f0c/deeper/leads.csv", Blocks(b"x" * MIB, 10, fail_after=2))
+    with pytest.raises(ConnectionResetError):
+        storage.save("imports/kept/b.csv", Blocks(b"x" * MIB, 10, fail_after=2))
+
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == [
+        "imports",
+        "imports/kept",
+        "imports/kept/a.csv",
+    ]

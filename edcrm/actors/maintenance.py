@@ -8,8 +8,9 @@ import logging
 from flask import current_app
 from periodiq import cron
 
+from .. import spool
 from ..jobs import actor, ledger
-from ..recordings.uploads import prune_stale
+from ..recordings.uploads import prune_stale, prune_strays
 
 log = logging.getLogger(__name__)
 
@@ -26,9 +27,18 @@ def prune_jobs() -> None:
 
 @actor(queue_name="default", periodic=cron("47 * * * *"), time_limit=30 * 60 * 1000)
 def prune_upload_sessions() -> None:
-    """Remove recording upload sessions idle past UPLOAD_SESSION_TTL_HOURS, with their chunks (hourly)."""
-    removed = prune_stale(current_app.config["UPLOAD_SESSION_TTL_HOURS"])
-    log.info("pruned %d stale upload session(s)", removed)
+    """Remove recording upload sessions idle past UPLOAD_SESSION_TTL_HOURS, with their chunks, the
+    chunks left in finished uploads, and the spools of processes that are gone (hourly)."""
+    ttl_hours = current_app.config["UPLOAD_SESSION_TTL_HOURS"]
+    removed = prune_stale(ttl_hours)
+    cleaned = prune_strays(ttl_hours)
+    swept = spool.sweep()
+    log.info(
+        "pruned %d stale upload session(s), the stray chunks of %d upload(s), %d spool(s)",
+        removed,
+        cleaned,
+        swept,
+    )
 
 
 class PingFailure(RuntimeError):

@@ -25,7 +25,6 @@ import functools
 import hashlib
 import logging
 import queue
-import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable
@@ -35,6 +34,7 @@ from typing import BinaryIO
 
 import sqlalchemy as sa
 
+from .. import spool
 from ..extensions import db
 from ..jobs import Unrecoverable
 from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
@@ -87,7 +87,7 @@ def _build(upload: RecordingUpload) -> Recording:
     largest = db.session.execute(
         sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
     ).scalar()
-    with tempfile.NamedTemporaryFile(prefix="edcrm-recording-") as copy:
+    with spool.named_file("edcrm-recording-") as copy:
         with PartsReader(storage, keys, largest) as parts:
             # The type, from the first bytes, names the final object: known before anything is stored.
             first = parts.read(BLOCK_SIZE)

@@ -1,9 +1,16 @@
 """Upload sessions: how a recording's bytes reach storage before the recordings actor finalizes them.
 
 No HTTP here: the API turns `UploadRejected` into its answer. Chunks and one-shot files stream through
-a hashing, counting reader into a temporary file on local disk, then into storage only once they are
-whole and verified, so that a bad copy never replaces a good one and nothing sits in memory whole.
-Web and workers share nothing but the database and the storage, so they may run on different machines.
+a hashing, counting reader into a spool file on local disk (edcrm.spool), then into storage only once
+they are whole and verified, so that a bad copy never replaces a good one and nothing sits in memory
+whole. Web and workers share nothing but the database and the storage, so they may run on different
+machines.
+
+A chunk is kept in one transaction that first claims the upload's row (an UPDATE that only a
+`receiving` upload matches: a row lock on PostgreSQL, the write lock on SQLite), then checks the
+running total against MAX_RECORDING_BYTES, stores the object and records its row. So a chunk whose body
+finishes after `complete` or DELETE is refused with nothing stored, concurrent chunks cannot pass the
+limit together, and `complete` waits for a chunk being recorded instead of racing it.
 """
 
 from __future__ import annotations
@@ -11,15 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-import tempfile
 from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import metrics
+from .. import metrics, spool
 from ..extensions import db
-from ..models import CallLog, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
+from ..models import CallLog, Job, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, get_storage
@@ -68,11 +74,11 @@ class QueueUnavailable(UploadRejected):
 
 
 class _Verified:
-    """Copies a stream into a temporary file on disk, counting and hashing, refusing more than limit.
+    """Copies a stream into a spool file on disk, counting and hashing, refusing more than limit.
     Storage.save_file then sends it from its path, part by part from disk (no part held in memory)."""
 
     def __init__(self, source: Readable, limit: int, what: str):
-        self.file = tempfile.NamedTemporaryFile(prefix="edcrm-upload-")  # noqa: SIM115  (closed by __exit__)
+        self.file = spool.named_file("edcrm-upload-")
         self.size, digest = 0, hashlib.sha256()
         try:
             while block := source.read(BLOCK_SIZE):
@@ -151,13 +157,18 @@ def _require_receiving(upload: RecordingUpload) -> None:
 
 def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str | None = None) -> None:
     """Keep chunk `index` (sent again: replaced). With sha256, a chunk that does not match is refused
-    and nothing is kept, an earlier good copy included."""
+    and nothing is kept, an earlier good copy included. The upload's state is checked again once the
+    body is in (WrongState: nothing stored), and the chunks received may not add up to more than
+    MAX_RECORDING_BYTES (TooLarge: nothing stored; a replaced chunk counts with its new size only)."""
     expected = normalise_sha256(sha256, "X-Chunk-SHA256")
     if not 0 <= index < upload.expected_chunks:
         raise UploadRejected(
             f"Chunk {index} is out of range: this upload has chunks 0 to {upload.expected_chunks - 1}."
         )
-    _require_receiving(upload)
+    _require_receiving(upload)  # an early answer; the one that counts comes once the body is in
+    upload_id, key = upload.id, upload.chunk_key(index)
+    # No transaction (nor pooled connection) stays open while the client sends the body.
+    db.session.commit()
     with _Verified(body, current_app.config["MAX_CHUNK_BYTES"], "chunk") as chunk:
         if chunk.size == 0:
             raise UploadRejected(f"Chunk {index} is empty.")
@@ -165,20 +176,70 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
             raise ChecksumMismatch(
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
             )
-        get_storage().save_file(upload.chunk_key(index), chunk.path)
+        _keep_chunk(upload_id, index, key, chunk)
         metrics.count_upload("recording_chunk", chunk.size)
-        _record_chunk(upload, index, chunk.size, chunk.sha256)
 
 
-def _record_chunk(upload: RecordingUpload, index: int, size: int, sha256: str) -> None:
-    """Insert or replace the chunk's row: one statement, so concurrent chunks never lose one another."""
+def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
+    """Claim the receiving upload, check the running total, store the object and record its row, all
+    in one transaction (see the module's docstring); on any failure nothing new is kept."""
+    limit = current_app.config["MAX_RECORDING_BYTES"]
+    now, stored, replaced, committing = utcnow(), False, True, False
+    try:
+        claimed = db.session.execute(
+            sa.update(RecordingUpload)
+            .where(RecordingUpload.id == upload_id, RecordingUpload.status == UploadStatus.RECEIVING)
+            .values(updated_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if claimed.rowcount != 1:
+            status = db.session.execute(
+                sa.select(RecordingUpload.status).where(RecordingUpload.id == upload_id)
+            ).scalar_one_or_none()
+            state = status.value if status is not None else "gone"
+            raise WrongState(f"The upload is {state}: it takes no more chunks.")
+        received = sa.select(RecordingChunk.index, RecordingChunk.size).where(
+            RecordingChunk.upload_id == upload_id
+        )
+        sizes = dict(db.session.execute(received).all())
+        replaced = index in sizes
+        others = sum(size for other, size in sizes.items() if other != index)
+        if others + chunk.size > limit:
+            raise TooLarge(
+                f"With chunk {index}, the chunks received would add up to {others + chunk.size} bytes, "
+                f"more than the recording limit of {limit} bytes.",
+                limit=limit,
+            )
+        get_storage().save_file(key, chunk.path)
+        stored = True
+        _record_chunk(upload_id, index, chunk.size, chunk.sha256, now)
+        committing = True
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        # A replaced chunk's object now holds the new bytes, as verified as the old ones: it stays. So
+        # does one whose commit failed: it may have happened (the row then names the object); if not,
+        # the chunk sent again replaces it, or remove_received deletes it with the upload.
+        if stored and not replaced and not committing:
+            _delete_quietly(key)
+        raise
+
+
+def _delete_quietly(key: str) -> None:
+    try:
+        get_storage().delete(key)
+    except Exception:  # the original error matters more; an orphan object is only wasted space
+        log.exception("could not delete %s after a chunk that was not recorded", key)
+
+
+def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> None:
+    """Insert or replace the chunk's row (the caller commits)."""
     dialect = db.session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    now = utcnow()
-    values = {"upload_id": upload.id, "index": index, "size": size, "sha256": sha256, "received_at": now}
+    values = {"upload_id": upload_id, "index": index, "size": size, "sha256": sha256, "received_at": now}
     statement = insert(RecordingChunk).values(values)
     db.session.execute(
         statement.on_conflict_do_update(
@@ -186,10 +247,6 @@ def _record_chunk(upload: RecordingUpload, index: int, size: int, sha256: str) -
             set_={"size": statement.excluded.size, "sha256": statement.excluded.sha256, "received_at": now},
         )
     )
-    db.session.execute(
-        sa.update(RecordingUpload).where(RecordingUpload.id == upload.id).values(updated_at=now)
-    )
-    db.session.commit()
 
 
 def complete(upload: RecordingUpload) -> str:
@@ -241,22 +298,34 @@ def _enqueue(upload: RecordingUpload, actor) -> str:
 
 
 def cancel(upload: RecordingUpload) -> None:
-    """Drop an upload and the bytes it received (not while the actor is finalizing it)."""
-    if upload.status is UploadStatus.PROCESSING:
+    """Drop an upload and the bytes it received (not while the actor is finalizing it). The state
+    changes first, in the transaction that removes the chunks: it waits for a chunk being recorded,
+    and a chunk whose body is still arriving finds the upload cancelled."""
+    ended = db.session.execute(
+        sa.update(RecordingUpload)
+        .where(
+            RecordingUpload.id == upload.id,
+            RecordingUpload.status.in_((UploadStatus.RECEIVING, UploadStatus.FAILED, UploadStatus.CANCELLED)),
+        )
+        .values(
+            status=UploadStatus.CANCELLED,
+            error=sa.func.coalesce(RecordingUpload.error, "Deleted by the client."),
+            updated_at=utcnow(),
+        )
+        .execution_options(synchronize_session=False)
+    )
+    db.session.refresh(upload)
+    if ended.rowcount != 1 and upload.status is UploadStatus.PROCESSING:
+        db.session.rollback()
         raise WrongState("The upload is being processed; it can no longer be deleted.")
-    remove_received(upload)
-    if upload.status is not UploadStatus.COMPLETED:
-        upload.status = UploadStatus.CANCELLED
-        upload.error = upload.error or "Deleted by the client."
+    remove_received(upload)  # a completed upload keeps its state; stray chunks of it go
     db.session.commit()
 
 
 def remove_received(upload: RecordingUpload) -> None:
-    """Delete the upload's chunks (or file) from storage, then their rows."""
-    storage = get_storage()
-    keys = [upload.file_key] if upload.kind is UploadKind.SINGLE else []
-    keys += [upload.chunk_key(index) for index in upload.received_indexes()]
-    storage.delete_many(keys)
+    """Delete the upload's chunks (or file) from storage, then their rows. Every key a chunk may have is
+    deleted, not only those of rows: a chunk whose commit failed may have left its object."""
+    get_storage().delete_many(upload.source_keys())
     db.session.execute(sa.delete(RecordingChunk).where(RecordingChunk.upload_id == upload.id))
     upload.updated_at = utcnow()
 
@@ -323,3 +392,40 @@ def prune_stale(ttl_hours: int, batch_size: int = 100) -> int:
             removed += 1
         if len(uploads) < batch_size:
             return removed
+
+
+def prune_strays(ttl_hours: int, batch_size: int = 100) -> int:
+    """Remove the chunks left in uploads idle for ttl_hours that are over without a session to prune:
+    completed ones (a chunk recorded after the finalize removed the others), and processing ones whose
+    job the ledger no longer has (pruned past its retention: nothing will finalize them now, so they
+    end as failed, and go with the stale sessions later). Bounded batches; the count of uploads."""
+    cutoff = utcnow() - timedelta(hours=ttl_hours)
+    has_chunks = sa.exists().where(RecordingChunk.upload_id == RecordingUpload.id)
+    job_gone = sa.and_(
+        RecordingUpload.job_id.is_not(None), ~sa.exists().where(Job.id == RecordingUpload.job_id)
+    )
+    over = sa.or_(
+        RecordingUpload.status == UploadStatus.COMPLETED,
+        sa.and_(RecordingUpload.status == UploadStatus.PROCESSING, job_gone),
+    )
+    cleaned = 0
+    while True:
+        uploads = (
+            db.session.execute(
+                sa.select(RecordingUpload)
+                .where(over, RecordingUpload.updated_at < cutoff, has_chunks)
+                .order_by(RecordingUpload.updated_at)
+                .limit(batch_size)
+            )
+            .scalars()
+            .all()
+        )
+        for upload in uploads:
+            remove_received(upload)
+            if upload.status is UploadStatus.PROCESSING:
+                upload.status = UploadStatus.FAILED
+                upload.error = upload.error or "Its job is gone: the recording was never finished."
+            db.session.commit()
+            cleaned += 1
+        if len(uploads) < batch_size:
+            return cleaned

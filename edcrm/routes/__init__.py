@@ -5,11 +5,12 @@ from __future__ import annotations
 from flask import Flask
 
 from ..permissions import bearer_challenge
-from . import api, errors, health, metrics, openapi, web
+from . import api, bodies, errors, health, metrics, openapi, web
 
 
 def init_app(app: Flask) -> None:
     errors.init_app(app)
+    bodies.init_app(app)
     app.after_request(bearer_challenge)
     app.register_blueprint(health.bp)
     app.register_blueprint(api.bp)

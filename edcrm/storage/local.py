@@ -101,6 +101,7 @@ class LocalStorage(Storage):
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(temporary)
+            self._remove_empty_folders(path.parent)  # a refused save leaves no folder it made
             raise
         return size
 
@@ -119,15 +120,17 @@ class LocalStorage(Storage):
             path.unlink()
         except FileNotFoundError:
             return
-        # Remove the folders this leaves empty (e.g. a finished upload's chunk folder), up to the root.
-        # rmdir fails on a folder that is not empty, so a concurrent save keeps its folder.
-        parent = path.parent
-        while parent != self.root:
+        self._remove_empty_folders(path.parent)  # e.g. a finished upload's chunk folder
+
+    def _remove_empty_folders(self, folder: Path) -> None:
+        """Remove folder and its parents up to the root while they are empty. rmdir fails on a folder
+        that is not empty, so a concurrent save keeps its folder (and makes it again if need be)."""
+        while folder != self.root and self.root in folder.parents:
             try:
-                parent.rmdir()
+                folder.rmdir()
             except OSError:
                 break
-            parent = parent.parent
+            folder = folder.parent
 
     @_reports_outages
     def exists(self, key: str) -> bool:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -24,6 +23,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 
+from .. import spool
 from . import botocore_data
 from .base import (
     ObjectNotFound,
@@ -248,10 +248,10 @@ class S3Storage(Storage):
         # (up to 4 x 8 MiB a request), where it reads a file's from disk as it sends them. A stream that
         # fails fails before anything is sent; a multipart upload that fails is aborted by s3transfer.
         self.object_key(key)  # an invalid key is refused before the stream is read
-        with tempfile.NamedTemporaryFile(prefix="edcrm-s3-") as spool:
-            copy_stream(fileobj, spool)
-            spool.flush()
-            return self.save_file(key, spool.name)
+        with spool.named_file("edcrm-s3-") as spooled:
+            copy_stream(fileobj, spooled)
+            spooled.flush()
+            return self.save_file(key, spooled.name)
 
     @_reports_outages
     def save_file(self, key: str, path: str | os.PathLike) -> int:

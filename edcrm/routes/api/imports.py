@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import Response, current_app, g, request, stream_with_context, url_for
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ...extensions import db
 from ...imports.upload import FileTooLarge, ImportRejected, InvalidTelecallers, start_import
 from ...models import ImportStatus, LeadImport, Role
 from ...permissions import api_auth, import_for, visible_imports
+from ..bodies import IncompleteBody
 from ..errors import ApiError
 from ..import_uploads import limit_request_size, parse_telecaller_ids, status_of
 from . import bp
@@ -50,6 +51,8 @@ def create_import():
         raw_ids = request.form.getlist("telecaller_ids")
     except RequestEntityTooLarge:
         raise _too_large() from None
+    except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
+        raise IncompleteBody() from None
 
     fields = Fields({})
     if upload is None or not upload.filename:

@@ -4,11 +4,12 @@ and the download (that telecaller, or an admin of the branch)."""
 from __future__ import annotations
 
 from flask import current_app, g, request
-from werkzeug.exceptions import NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
 
 from ...models import Role
 from ...permissions import api_auth, call_log_for, upload_for
 from ...recordings import uploads
+from ..bodies import IncompleteBody
 from ..errors import ApiError
 from ..recording_download import download
 from . import bp
@@ -16,6 +17,10 @@ from .inputs import Fields, json_object
 
 #: Room for the multipart framing around a one-shot recording.
 MULTIPART_OVERHEAD = 64 * 1024
+
+#: A chunk is its bytes as they are: a form's envelope (multipart, urlencoded) would be stored with it.
+#: A request without Content-Type is octet-stream too (RFC 9110, 8.3).
+CHUNK_MEDIA_TYPE = "application/octet-stream"
 
 
 def _answer(error: uploads.UploadRejected) -> ApiError:
@@ -60,6 +65,9 @@ def create_upload():
 @api_auth(Role.TELECALLER)
 def put_chunk(upload_id: str, index: int):
     upload = upload_for(g.user, upload_id)
+    if request.mimetype not in ("", CHUNK_MEDIA_TYPE):
+        message = f"Send the chunk's bytes as they are, with Content-Type: {CHUNK_MEDIA_TYPE}."
+        raise ApiError(415, "unsupported_media_type", message)
     limit = current_app.config["MAX_CHUNK_BYTES"]
     if request.content_length is not None and request.content_length > limit:
         raise ApiError(413, "too_large", f"A chunk may be at most {limit} bytes.", limit=limit)
@@ -73,6 +81,8 @@ def put_chunk(upload_id: str, index: int):
         raise _answer(error) from None
     except RequestEntityTooLarge:
         raise ApiError(413, "too_large", f"A chunk may be at most {limit} bytes.", limit=limit) from None
+    except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
+        raise IncompleteBody() from None
     return _progress(upload)
 
 
@@ -123,6 +133,8 @@ def upload_recording(call_log_id: int):
         part = request.files.get("file")
     except RequestEntityTooLarge:
         raise ApiError(413, "too_large", f"A recording may be at most {limit} bytes.", limit=limit) from None
+    except ClientDisconnected:
+        raise IncompleteBody() from None
     if part is None:
         raise ApiError(422, "validation_failed", "Invalid fields: file.", fields={"file": "is required"})
     try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 from flask import current_app, flash, g, redirect, render_template, request, url_for
-from werkzeug.exceptions import RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ...extensions import csrf, db
 from ...forms import ImportForm
@@ -13,6 +13,7 @@ from ...imports.upload import FileTooLarge, ImportRejected, active_telecallers, 
 from ...models import ImportStatus, LeadImport, Role, User
 from ...permissions import import_for, page_auth, visible_imports
 from ..api.imports import error_report_response
+from ..bodies import IncompleteBody
 from ..import_uploads import limit_request_size, status_of
 from . import bp
 
@@ -39,6 +40,8 @@ def new_import():
         except RequestEntityTooLarge:
             flash(FileTooLarge(current_app.config["MAX_CSV_BYTES"]).message, "error")
             return _form_page(ImportForm(formdata=None), 413)
+        except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
+            raise IncompleteBody() from None
 
     form = ImportForm()
     if not form.validate_on_submit():
