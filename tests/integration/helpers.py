@@ -39,6 +39,8 @@ EDCRM_VARIABLES = {
     "S3_ENDPOINT_URL",
     "SECRET_KEY",
     "PORT",
+    "HOST",
+    "LOGIN_RATE_LIMIT",
     "EDCRM_INSTANCE_PATH",
     "FLASK_APP",
     "MAX_CSV_BYTES",
