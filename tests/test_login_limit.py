@@ -187,5 +187,6 @@ def test_the_limit_and_its_storage_come_from_the_environment(tmp_path, app_with)
     )
     assert config["LOGIN_RATE_LIMIT"] == "3 per hour"
     assert config["RATELIMIT_STORAGE_URI"] == "redis://127.0.0.1:6379/4"
-    with pytest.raises(ConfigError, match="LOGIN_RATE_LIMIT must read like"):
-        app_with(LOGIN_RATE_LIMIT="often")
+    for wrong in ("often", "0 per minute", "10 per minute; 100 per day"):
+        with pytest.raises(ConfigError, match="LOGIN_RATE_LIMIT must read like"):
+            app_with(LOGIN_RATE_LIMIT=wrong)
