@@ -113,4 +113,7 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "LOGIN_RATE_LIMIT": (env.get("LOGIN_RATE_LIMIT") or "").strip() or "10 per 5 minutes",
         "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
         "RATELIMIT_STRATEGY": "moving-window",
+        # Proxies in front of the web that append the client's address to X-Forwarded-For (0: none, the
+        # connection's address is the client's).
+        "TRUSTED_PROXIES": env_int(env, "TRUSTED_PROXIES", 0),
     } | dict(overrides)

@@ -8,9 +8,13 @@ keep guessing and read the one 200 among the 429s. The price is that anyone can 
 up for one window by failing on purpose; the user's open sessions and API tokens keep working meanwhile.
 
 The client address is the connection's (request.remote_addr), never a header the client writes
-(X-Forwarded-For): behind a proxy that has to be set up as such; IPv6 addresses count per /64, the block
-one subscriber gets. An attempt is checked before and counted after the password check, so requests in
-flight together (at most the web's threads) may each get through before the first of them is counted.
+(X-Forwarded-For), unless TRUSTED_PROXIES says how many proxies in front of the web append to that
+header: then it is the address the outermost of them saw (the N-th from the right), as werkzeug's
+ProxyFix reads it; what the client wrote further left is ignored. Without it, behind a proxy every client
+shares the proxy's budget. IPv6 addresses count per /64, the block one subscriber gets.
+
+An attempt is checked before and counted after the password check, so requests in flight together (at
+most the web's threads) may each get through before the first of them is counted.
 
 The counts live in Flask-Limiter's storage (edcrm.extensions.limiter, RATELIMIT_STORAGE_URI): Redis when
 REDIS_URL is set, shared by every web process and host, else the memory of the embedded mode's single
@@ -74,8 +78,14 @@ def init_app(app: Flask) -> None:
 
 
 def client_address() -> str:
-    """The address a budget is kept for: the connection's, an IPv6 one by its /64."""
+    """The address a budget is kept for: the connection's (or, with TRUSTED_PROXIES, the one the proxies
+    saw), an IPv6 one by its /64."""
     address = request.remote_addr or "unknown"
+    hops = current_app.config["TRUSTED_PROXIES"]
+    if hops:
+        forwarded = [part.strip() for part in ",".join(request.headers.getlist("X-Forwarded-For")).split(",")]
+        if len(forwarded) >= hops and forwarded[-hops]:
+            address = forwarded[-hops]
     try:
         parsed = ipaddress.ip_address(address)
     except ValueError:

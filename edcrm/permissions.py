@@ -86,7 +86,7 @@ def metrics_auth(view: Callable) -> Callable:
 
     Its series are the whole deployment's (every branch's jobs and imports, every request), so no user's
     token opens it, an admin's included: 403 for a user's token, 401 without a token or with any other
-    one (all tokens, while METRICS_TOKEN is unset).
+    one. While METRICS_TOKEN is unset, nothing opens it.
     """
 
     @functools.wraps(view)

@@ -110,6 +110,17 @@ def test_x_forwarded_for_is_not_believed(client, people):
     assert api(client, "other@kochi.test", **{"X-Forwarded-For": "192.0.2.200"}).status_code == 429
 
 
+def test_behind_trusted_proxies_the_address_they_saw_counts_not_what_the_client_wrote(app, client, people):
+    app.config["TRUSTED_PROXIES"] = 1
+    for n in range(10):  # one client behind the proxy 10.0.0.1, inventing a new address each time
+        forwarded = {"X-Forwarded-For": f"198.51.100.{n}, 192.0.2.7"}
+        assert api(client, f"guess{n}@kochi.test", **forwarded).status_code == 401
+
+    assert api(client, "other@kochi.test", **{"X-Forwarded-For": "192.0.2.7"}).status_code == 429
+    # Another client behind the same proxy has a budget of its own.
+    assert api(client, "admin@kochi.test", PASSWORD, **{"X-Forwarded-For": "192.0.2.8"}).status_code == 200
+
+
 def test_only_failures_count(client, people):
     for _ in range(25):
         assert api(client, password=PASSWORD).status_code == 200
