@@ -8,14 +8,25 @@ from __future__ import annotations
 import re
 import socket
 import subprocess
+import sys
+from collections.abc import Iterator
 
 import pytest
 import redis
 import requests
-from integration.helpers import BIN, Service, free_port, http_get, service_env, wait_for
+from integration.helpers import BIN, REPO, Service, free_port, http_get, service_env, wait_for
+
+from .conftest import Server, start_server
 
 ATTEMPTS = 30
 LIMIT = 10  # LOGIN_RATE_LIMIT's default: 10 per 5 minutes
+METRICS_TOKEN = "hostile-metrics-token-0123456789"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory) -> Iterator[Server]:
+    """The module's shared gunicorn, with a metrics token (operators scrape /metrics with it)."""
+    yield from start_server(tmp_path_factory.mktemp("hostile-auth"), METRICS_TOKEN=METRICS_TOKEN)
 
 
 def csrf_token(page: requests.Response) -> str:
@@ -186,30 +197,39 @@ def test_make_run_listens_on_loopback_only(tmp_path):
             sock.connect((address, port))
 
 
-# -- metrics -------------------------------------------------------------------------------------------------
+# -- metrics ----------------------------------------------------------------------------------------------
 
-METRICS_TOKEN = "hostile-metrics-token-0123456789"
+#: An admin of a branch of their own (argv[1]) with an API token, which it prints.
+MAKE_OUTSIDER = """
+import sys
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.models import ApiToken, Branch, Role, User
+app = create_app()
+with app.app_context():
+    user = User(email="admin@elsewhere.test", role=Role.ADMIN, branch=Branch.get_or_create(sys.argv[1]))
+    user.set_password("outsider-password")
+    db.session.add(user)
+    token = ApiToken.issue(user)
+    db.session.commit()
+    print(token)
+"""
 
 
-def test_another_branchs_admin_gets_no_series_from_metrics(serve):
-    server = serve(METRICS_TOKEN=METRICS_TOKEN)
-    outsider = "admin@elsewhere.test"
-    server.flask(
-        "edcrm", "create-user", "--email", outsider, "--password", "outsider-password", "--role", "admin",
-        "--branch", "Elsewhere",
-    )  # fmt: skip
-    token = server.flask("edcrm", "create-token", outsider).stdout.strip()
+def test_another_branchs_admin_gets_no_series_from_metrics(server):
+    argv = [sys.executable, "-c", MAKE_OUTSIDER, "Elsewhere"]
+    made = subprocess.run(argv, env=server.env, cwd=REPO, capture_output=True, text=True, check=True)
+    outsider = made.stdout.strip()
 
-    for who in (token, server.admin["token"]):  # another branch's admin, this branch's own
+    for token in (outsider, server.admin["token"]):  # another branch's admin, and this branch's own
         response = requests.get(
-            f"{server.base}/metrics", headers={"Authorization": f"Bearer {who}"}, timeout=30
+            f"{server.base}/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=30
         )
         assert response.status_code == 403
         assert "edcrm_jobs" not in response.text
         assert response.json()["error"]["code"] == "forbidden"
 
-    scraped = requests.get(
-        f"{server.base}/metrics", headers={"Authorization": f"Bearer {METRICS_TOKEN}"}, timeout=30
-    )
+    operators = {"Authorization": f"Bearer {METRICS_TOKEN}"}
+    scraped = requests.get(f"{server.base}/metrics", headers=operators, timeout=30)
     assert scraped.status_code == 200
     assert 'edcrm_jobs{queue="csv_import",state="retrying"}' in scraped.text  # what operators see
