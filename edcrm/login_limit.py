@@ -73,6 +73,8 @@ def init_app(app: Flask) -> None:
         parsed = []
     if len(parsed) != 1 or parsed[0].amount < 1:
         raise ConfigError(f"LOGIN_RATE_LIMIT must read like '10 per 5 minutes', got {raw!r}")
+    # A Redis that does not answer holds a sign-in up for 2 s at most, then memory counts (below).
+    app.config.setdefault("RATELIMIT_STORAGE_OPTIONS", {"socket_connect_timeout": 2, "socket_timeout": 2})
     limiter.init_app(app)
     app.extensions[EXTENSION] = _State(parsed[0], MovingWindowRateLimiter(MemoryStorage()))
 
