@@ -8,7 +8,9 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 FLASK  := $(BIN)/flask --app app
 PORT   ?= 5000
-export PORT
+# Loopback only: the demo data's passwords are public. `make run HOST=0.0.0.0` to reach it from elsewhere.
+HOST   ?= 127.0.0.1
+export PORT HOST
 
 .PHONY: run test lint format bench-jobs bench-import bench-recordings clean
 
@@ -23,7 +25,7 @@ run: $(STAMP)
 	$(FLASK) edcrm seed-demo --if-empty
 	@echo
 	@echo "To see the demo logins again (passwords reset, new API tokens): $(FLASK) edcrm seed-demo"
-	@echo "edcrm is starting on http://127.0.0.1:$(PORT)  (Ctrl-C stops it)"
+	@echo "edcrm is starting on http://$(HOST):$(PORT)  (Ctrl-C stops it)"
 	@echo
 	$(BIN)/gunicorn -c gunicorn.conf.py app:app
 

@@ -18,7 +18,10 @@ from pathlib import Path
 
 EMBEDDED = not os.environ.get("REDIS_URL")
 
-bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
+# HOST: loopback unless set (`make run` serves demo logins with public passwords); the Procfile's web sets
+# 0.0.0.0. An IPv6 address goes in brackets.
+_host, _port = (os.environ.get("HOST") or "127.0.0.1").strip("[]"), os.environ.get("PORT") or 5000
+bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
 worker_class = "gthread"
 # Embedded: exactly one process, or each would run its own job workers, scheduler and restart re-sends.
 workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY") or 2)

@@ -29,7 +29,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     from .extensions import db
 
     if web:
-        from . import auth, cli, metrics, routes
+        from . import auth, cli, login_limit, metrics, routes, security_headers
         from .extensions import csrf
 
         metrics.init_app(app)  # first: its timer starts before any other before_request function
@@ -37,6 +37,8 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     if web:
         csrf.init_app(app)
         auth.init_app(app)
+        login_limit.init_app(app)
+        security_headers.init_app(app)
         routes.init_app(app)
         cli.init_app(app)
     jobs.init_app(app)

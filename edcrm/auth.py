@@ -6,6 +6,7 @@ What a signed-in user may do is decided in edcrm.permissions, not here.
 from __future__ import annotations
 
 import functools
+import re
 from datetime import timedelta
 
 import sqlalchemy as sa
@@ -20,15 +21,26 @@ from .models.types import utcnow
 #: on every request would turn each read into a write, so it is refreshed at most this often.
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 
+#: users.id is an INTEGER column.
+MAX_USER_ID = 2**31 - 1
+
+
+#: What User.get_id() puts in a session or remember-me cookie: the user's id and session generation.
+SESSION_ID = re.compile(r"([0-9]{1,10}):([0-9]{1,10})")
+
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    """The session's user; a deactivated user is signed out on their next request."""
-    try:
-        user = db.session.get(User, int(user_id))
-    except ValueError:  # a session cookie from another app on the same key
+def load_user(session_id: str) -> User | None:
+    """The user of a session or remember-me cookie, if it is still theirs: a deactivated user, or one who
+    signed out since the cookie was issued (User.end_sessions), is signed out of it."""
+    match = SESSION_ID.fullmatch(session_id)
+    if match is None:  # a cookie from before session generations, or another app's on the same key
         return None
-    return user if user is not None and user.active else None
+    user_id, generation = int(match[1]), int(match[2])
+    user = db.session.get(User, user_id) if user_id <= MAX_USER_ID else None
+    if user is None or not user.active or user.session_generation != generation:
+        return None
+    return user
 
 
 @functools.cache

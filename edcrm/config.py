@@ -106,4 +106,14 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         # Behind HTTPS in production: SESSION_COOKIE_SECURE=true keeps the cookies off plain HTTP.
         "SESSION_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "").lower() == "true",
         "REMEMBER_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "").lower() == "true",
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "REMEMBER_COOKIE_HTTPONLY": True,
+        # Failed sign-ins per email and per client address (edcrm.login_limit), counted where every web
+        # process sees the same counts: Redis when there is one, else this process's memory.
+        "LOGIN_RATE_LIMIT": (env.get("LOGIN_RATE_LIMIT") or "").strip() or "10 per 5 minutes",
+        "RATELIMIT_STORAGE_URI": env.get("REDIS_URL") or "memory://",
+        "RATELIMIT_STRATEGY": "moving-window",
+        # Proxies in front of the web that append the client's address to X-Forwarded-For (0: none, the
+        # connection's address is the client's).
+        "TRUSTED_PROXIES": env_int(env, "TRUSTED_PROXIES", 0),
     } | dict(overrides)

@@ -2,7 +2,9 @@
 
 Flask-Migrate is not among them: it imports alembic and mako (about 11 MB of a process's memory), which
 only `flask db …` needs; edcrm.cli.migrate binds it when that command runs. And `csrf` (Flask-WTF with
-WTForms, 1.2 MB) is made on first use, by the pages and the API: workers never import it."""
+WTForms, 1.2 MB) is made on first use, by the pages and the API: workers never import it; so is `limiter`
+(Flask-Limiter with limits, 4 MB), which keeps the counts of failed sign-ins (edcrm.login_limit). Neither
+connects anywhere when it is made or bound: Flask-Limiter's Redis storage connects on first use."""
 
 from __future__ import annotations
 
@@ -36,6 +38,13 @@ def __getattr__(name: str):
 
         globals()["csrf"] = protect = CSRFProtect()
         return protect
+    if name == "limiter":
+        from flask_limiter import Limiter
+        from flask_limiter.util import get_remote_address
+
+        # No default limits: edcrm.login_limit counts what it limits itself (failed sign-ins only).
+        globals()["limiter"] = made = Limiter(get_remote_address)
+        return made
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

@@ -82,12 +82,12 @@ def api_auth(*roles: Role | str) -> Callable:
 
 
 def metrics_auth(view: Callable) -> Callable:
-    """Decorate /metrics: `Authorization: Bearer METRICS_TOKEN` (Prometheus; no user behind it), or the
-    API token of an active admin.
+    """Decorate /metrics: `Authorization: Bearer METRICS_TOKEN`, the operators' (Prometheus') token only.
 
-    401 without a token or with any other one; 403 for the token of another role (as api_auth).
+    Its series are the whole deployment's (every branch's jobs and imports, every request), so no user's
+    token opens it, an admin's included: 403 for a user's token, 401 without a token or with any other
+    one. While METRICS_TOKEN is unset, nothing opens it.
     """
-    as_admin = api_auth(Role.ADMIN)(view)
 
     @functools.wraps(view)
     def wrapped(*args, **kwargs):
@@ -96,7 +96,12 @@ def metrics_auth(view: Callable) -> Callable:
         # In constant time: how much of the token a guess got right must not show in the timing.
         if plaintext is not None and expected and hmac.compare_digest(plaintext.encode(), expected.encode()):
             return view(*args, **kwargs)
-        return as_admin(*args, **kwargs)
+        g.bearer_challenge = True
+        if plaintext is not None and authenticate_token(plaintext) is not None:
+            raise Forbidden("/metrics is for the operators' METRICS_TOKEN, not a user's token.")
+        if not expected:
+            raise Unauthorized("/metrics is closed: METRICS_TOKEN is not set.")
+        raise Unauthorized("Send an Authorization: Bearer METRICS_TOKEN header.")
 
     return wrapped
 

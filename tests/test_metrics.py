@@ -68,7 +68,7 @@ def value(samples, name: str, **labels: str) -> float:
 # -- who may scrape ------------------------------------------------------------------------------------------
 
 
-def test_metrics_need_the_metrics_token_or_an_admins_token(client, admin, telecaller):
+def test_metrics_need_the_metrics_token(client, admin, telecaller):
     anonymous = client.get("/metrics")
     assert anonymous.status_code == 401
     assert anonymous.headers["WWW-Authenticate"] == 'Bearer realm="edcrm"'
@@ -79,21 +79,47 @@ def test_metrics_need_the_metrics_token_or_an_admins_token(client, admin, teleca
     assert set(wrong.get_json()["error"]) >= {"code", "message"}
     assert client.get("/metrics", headers={"Authorization": METRICS_TOKEN}).status_code == 401  # no scheme
 
-    forbidden = client.get("/metrics", headers=bearer(telecaller))
-    assert forbidden.status_code == 403
-    assert forbidden.get_json()["error"]["code"] == "forbidden"
+    # The series are the whole deployment's, every branch's: no user's token opens them, an admin's neither.
+    for user in (telecaller, admin):
+        forbidden = client.get("/metrics", headers=bearer(user))
+        assert forbidden.status_code == 403
+        assert forbidden.get_json()["error"]["code"] == "forbidden"
+        assert b"edcrm_jobs" not in forbidden.data
 
-    assert client.get("/metrics", headers=PROMETHEUS).status_code == 200
-    as_admin = client.get("/metrics", headers=bearer(admin))
-    assert as_admin.status_code == 200
-    assert b"edcrm_http_requests_total" in as_admin.data
+    scraped = client.get("/metrics", headers=PROMETHEUS)
+    assert scraped.status_code == 200
+    assert b"edcrm_http_requests_total" in scraped.data
 
 
-def test_without_a_metrics_token_only_admins_scrape(app, client, admin):
+def test_another_branchs_admin_sees_no_series_of_this_branch(app, client, branch, other_branch, stub_broker):
+    with app.app_context():
+        db.session.add(
+            Job(
+                id="a-retrying-job",
+                queue="csv_import",
+                actor="import_leads",
+                state=JobState.RETRYING,
+                branch_id=branch.id,
+            )
+        )
+        db.session.commit()
+    outsider = make_user(other_branch, Role.ADMIN, email="admin@thrissur.test")
+
+    response = client.get("/metrics", headers=bearer(outsider))
+
+    assert response.status_code == 403
+    assert b"retrying" not in response.data
+    assert value(scrape(client), "edcrm_jobs", queue="csv_import", state="retrying") == 1  # the operators'
+
+
+def test_without_a_metrics_token_metrics_are_closed(app, client, admin):
     app.config["METRICS_TOKEN"] = None
     assert client.get("/metrics", headers=PROMETHEUS).status_code == 401
     assert client.get("/metrics", headers={"Authorization": "Bearer "}).status_code == 401
-    assert client.get("/metrics", headers=bearer(admin)).status_code == 200
+    closed = client.get("/metrics")
+    assert closed.status_code == 401
+    assert "METRICS_TOKEN is not set" in closed.get_json()["error"]["message"]
+    assert client.get("/metrics", headers=bearer(admin)).status_code == 403
 
 
 def test_metrics_token_comes_from_the_environment(tmp_path):

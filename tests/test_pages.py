@@ -159,6 +159,75 @@ def test_logout_signs_out(client, people):
     assert client.get("/").status_code == 302
 
 
+def test_a_session_cookie_copied_before_logout_opens_nothing_after(client, people):
+    login(client, people.caller)
+    copied = client.get_cookie("session").value
+
+    client.post("/logout")
+    client.set_cookie("session", copied)
+
+    assert client.get("/").status_code == 302
+
+
+def test_a_remember_me_cookie_copied_before_logout_opens_nothing_after(app, client, people):
+    response = login(client, people.caller, remember="y")
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("remember_token="))
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    copied = client.get_cookie("remember_token").value
+    fresh = app.test_client()
+    fresh.set_cookie("remember_token", copied)
+    assert fresh.get("/").status_code == 200  # it works on its own, in a browser without the session
+
+    client.post("/logout")
+    replayed = app.test_client()
+    replayed.set_cookie("remember_token", copied)
+
+    assert replayed.get("/").status_code == 302
+
+
+def test_signing_out_ends_the_users_other_sessions_too(app, client, people):
+    """One generation per user: signing out on one device signs out the others (their cookies were
+    issued under the same generation); API tokens are not touched."""
+    other_device = app.test_client()
+    login(other_device, people.caller)
+    login(client, people.caller)
+
+    client.post("/logout")
+
+    assert other_device.get("/").status_code == 302
+    login(client, people.caller)
+    assert client.get("/").status_code == 200  # a new sign-in is a new session
+
+
+def test_a_new_password_ends_the_sessions_and_reactivation_does_not_revive_them(app, client, people):
+    login(client, people.caller)
+    with app.app_context():
+        User.by_email(people.caller).set_password("another-password")
+        db.session.commit()
+    assert client.get("/").status_code == 302
+
+    login(client, people.caller, "another-password")
+    with app.app_context():
+        User.by_email(people.caller).active = False
+        db.session.commit()
+        User.by_email(people.caller).active = True
+        db.session.commit()
+    assert client.get("/").status_code == 302
+
+
+def test_a_cookie_without_a_session_generation_opens_nothing(app, client, people):
+    with app.app_context():
+        user_id = User.by_email(people.caller).id
+    for forged in (str(user_id), f"{user_id}:x", f"{user_id}:1", f"{2**63}:0", f"{user_id}:0:0", "٣:0"):
+        with client.session_transaction() as session:
+            session["_user_id"] = forged
+            session["_fresh"] = True
+        assert client.get("/").status_code == 302, forged
+    with client.session_transaction() as session:
+        session["_user_id"] = f"{user_id}:0"
+    assert client.get("/").status_code == 200  # the form the app itself writes
+
+
 def test_logout_is_not_a_link(client, people):
     login(client, people.caller)
 

@@ -32,6 +32,9 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True, server_default=sa.true())
     branch_id: Mapped[int] = mapped_column(sa.ForeignKey("branches.id"), index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    #: Every session and remember-me cookie carries the value it was issued under (get_id) and opens
+    #: nothing once it has moved on: end_sessions() moves it (signing out, deactivation, a new password).
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     branch: Mapped[Branch] = relationship()
 
@@ -45,7 +48,21 @@ class User(UserMixin, db.Model):
         return db.session.execute(stmt).scalar_one_or_none()
 
     def set_password(self, password: str) -> None:
+        """Set a new password; the sessions opened with the old one end."""
         self.password_hash = generate_password_hash(password)
+        self.end_sessions()
+
+    def get_id(self) -> str:
+        """Flask-Login: what the session and the remember-me cookie keep, checked by auth.load_user."""
+        return f"{self.id}:{self.session_generation}"
+
+    def end_sessions(self) -> None:
+        """Sign the user out of every browser: the cookies issued so far stop opening pages (API tokens
+        are revoked on their own)."""
+        if not sa.inspect(self).has_identity:
+            return  # not in the database yet: no cookie names this user
+        # In SQL, so that two sign-outs at once both move it.
+        self.session_generation = User.session_generation + 1
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -63,6 +80,12 @@ class User(UserMixin, db.Model):
 
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email} {self.role.value}>"
+
+
+@sa.event.listens_for(User.active, "set")
+def _end_sessions_on_deactivation(user: User, active: bool, _old, _initiator) -> None:
+    if not active:
+        user.end_sessions()
 
 
 def _digest(token: str) -> str:

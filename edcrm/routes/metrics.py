@@ -1,4 +1,5 @@
-"""GET /metrics: Prometheus' scrape of the web (see edcrm.metrics), for its token or an admin's."""
+"""GET /metrics: Prometheus' scrape of the web (see edcrm.metrics), for METRICS_TOKEN only: its series are
+the whole deployment's, every branch's (see edcrm.permissions.metrics_auth)."""
 
 from __future__ import annotations
 

@@ -108,12 +108,18 @@ def shots(request):
 
 @pytest.fixture
 def browser_context(chromium, request, shots):
-    """A fresh browser context (its own cookies); a screenshot of its pages if the test fails."""
+    """A fresh browser context (its own cookies); a screenshot of its pages if the test fails, and a
+    failure if a page broke its Content-Security-Policy (an inline script or style the browser refused)."""
     context = chromium.new_context(viewport={"width": 1280, "height": 900}, accept_downloads=True)
     context.set_default_timeout(15_000)
+    refused = []
+    context.on(
+        "console", lambda message: "Content Security Policy" in message.text and refused.append(message.text)
+    )
     yield context
     report = getattr(request.node, "report_call", None)
     if report is not None and report.failed:
         for number, page in enumerate(context.pages):
             shots(page, f"failed-{number}")
     context.close()
+    assert not refused, f"the browser refused what the Content-Security-Policy forbids: {refused}"

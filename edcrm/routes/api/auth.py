@@ -1,10 +1,11 @@
-"""POST /api/auth/token: a bearer token for an email and password; DELETE: sign this token out."""
+"""POST /api/auth/token: a bearer token for an email and password (failures limited, see
+edcrm.login_limit); DELETE: sign this token out."""
 
 from __future__ import annotations
 
 from flask import g
 
-from ...auth import authenticate_password
+from ... import login_limit
 from ...extensions import db
 from ...models import ApiToken
 from ...permissions import api_auth
@@ -20,7 +21,12 @@ def issue_token():
     password = fields.string("password", max_length=1024)
     name = fields.string("name", max_length=80, required=False, default="api")  # e.g. the device
     fields.check()
-    user = authenticate_password(email, password)
+    try:
+        user = login_limit.authenticate(email, password)
+    except login_limit.TooManySignIns as exc:
+        response, status = ApiError(429, "too_many_requests", str(exc)).to_response()
+        response.headers["Retry-After"] = str(exc.retry_after)
+        return response, status
     if user is None:
         raise ApiError(401, "invalid_credentials", "Wrong email or password, or the account is deactivated.")
     token = ApiToken.issue(user, name=name)

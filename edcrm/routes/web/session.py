@@ -7,7 +7,8 @@ from urllib.parse import urlsplit
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_user, logout_user
 
-from ...auth import authenticate_password
+from ... import login_limit
+from ...extensions import db
 from ...forms import LoginForm
 from . import bp
 
@@ -34,22 +35,32 @@ def login():
     if current_user.is_authenticated:
         return redirect(_after_login())
     form = LoginForm()
-    status = 200
+    status, headers = 200, {}
     if form.validate_on_submit():
-        user = authenticate_password(form.email.data, form.password.data)
-        if user is not None:
-            login_user(user, remember=form.remember.data)
-            flash(f"Signed in as {user.email}.", "success")
-            return redirect(_after_login())
-        form.form_errors.append("Wrong email or password, or the account is deactivated.")
-        status = 401
+        try:
+            user = login_limit.authenticate(form.email.data, form.password.data)
+        except login_limit.TooManySignIns as exc:
+            form.form_errors.append(str(exc))
+            status, headers = 429, {"Retry-After": str(exc.retry_after)}
+        else:
+            if user is not None:
+                login_user(user, remember=form.remember.data)
+                flash(f"Signed in as {user.email}.", "success")
+                return redirect(_after_login())
+            form.form_errors.append("Wrong email or password, or the account is deactivated.")
+            status = 401
     elif form.is_submitted():
         status = 422
-    return render_template("login.html", form=form), status
+    return render_template("login.html", form=form), status, headers
 
 
 @bp.post("/logout")
 def logout():
+    """Sign out, on the server too: every session and remember-me cookie of the user stops working
+    (User.end_sessions), so a copy of one taken before is worth nothing."""
+    if current_user.is_authenticated:
+        current_user.end_sessions()
+        db.session.commit()
     logout_user()
     flash("Signed out.", "info")
     return redirect(url_for("web.login"))
