@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import secrets
+from datetime import timedelta
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -108,6 +109,8 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "REMEMBER_COOKIE_SECURE": env.get("SESSION_COOKIE_SECURE", "").lower() == "true",
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # "Remember me" keeps a phone or a shared office PC signed in for a month, not Flask-Login's year.
+        "REMEMBER_COOKIE_DURATION": timedelta(days=30),
         # Failed sign-ins per email and per client address (edcrm.login_limit), counted where every web
         # process sees the same counts: Redis when there is one, else this process's memory.
         "LOGIN_RATE_LIMIT": (env.get("LOGIN_RATE_LIMIT") or "").strip() or "10 per 5 minutes",

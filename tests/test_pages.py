@@ -7,6 +7,8 @@ request loads its user from its own session cookie, as in production.
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import SimpleNamespace
 
 import pytest
@@ -183,6 +185,15 @@ def test_a_remember_me_cookie_copied_before_logout_opens_nothing_after(app, clie
     replayed.set_cookie("remember_token", copied)
 
     assert replayed.get("/").status_code == 302
+
+
+def test_remember_me_lasts_a_month_not_a_year(client, people):
+    response = login(client, people.caller, remember="y")
+    cookie = next(c for c in response.headers.getlist("Set-Cookie") if c.startswith("remember_token="))
+    expires = parsedate_to_datetime(cookie.split("Expires=", 1)[1].split(";", 1)[0])
+    days = (expires - datetime.now(UTC)).days
+
+    assert 29 <= days <= 30
 
 
 def test_signing_out_ends_the_users_other_sessions_too(app, client, people):
