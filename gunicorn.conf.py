@@ -19,7 +19,9 @@ from pathlib import Path
 EMBEDDED = not os.environ.get("REDIS_URL")
 
 bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
-worker_class = "gthread"
+# gthread whose event loop reads heads and short bodies, so slow clients cannot hold every thread, with
+# a read timeout of BODY_TIMEOUT_S on each connection (see edcrm.gunicorn_worker).
+worker_class = "edcrm.gunicorn_worker.ThreadWorker"
 # Embedded: exactly one process, or each would run its own job workers, scheduler and restart re-sends.
 workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY") or 2)
 threads = int(os.environ.get("WEB_THREADS") or 8)

@@ -29,7 +29,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     from .extensions import db
 
     if web:
-        from . import auth, cli, metrics, routes
+        from . import auth, bodytimeout, cli, metrics, routes
         from .extensions import csrf
 
         metrics.init_app(app)  # first: its timer starts before any other before_request function
@@ -39,6 +39,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
         auth.init_app(app)
         routes.init_app(app)
         cli.init_app(app)
+        bodytimeout.init_app(app)
     jobs.init_app(app)
 
     from . import actors  # noqa: F401  (declares the actors on the broker, so the app can send them)
