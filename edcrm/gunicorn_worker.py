@@ -27,6 +27,7 @@ worker behaves as stock gthread (plus the read timeout).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -36,6 +37,7 @@ import time
 from collections import deque
 from functools import partial
 
+from gunicorn import util
 from gunicorn.workers import gthread
 
 from .config import body_timeout_s
@@ -45,14 +47,17 @@ PREBUFFER_BYTES = 64 * 1024
 #: A head longer than this goes to gunicorn's parser unfinished, which answers it 431 or 400.
 MAX_HEAD_BYTES = 32 * 1024
 RECV_BYTES = 16 * 1024
+#: A connection closed after its answer reads what the client still sends for this long, or this much.
+LINGER_S, LINGER_BYTES = 2.0, 64 * 1024
 
 
 class Conn(gthread.TConn):
     """A client connection, with what the loop read for its next request and the socket's read timeout."""
 
-    def __init__(self, cfg, sock, client, server, read_timeout: float):
+    def __init__(self, cfg, sock, client, server, read_timeout: float, linger=None):
         super().__init__(cfg, sock, client, server)
         self.read_timeout = read_timeout
+        self.linger = linger
         self.ready = False  # read by the loop, to be handed to a thread
         self.streams = False  # its body is still to be read from the socket (it holds an upload slot)
         self.buffered = b""  # what the loop read, for gunicorn's parser
@@ -62,6 +67,15 @@ class Conn(gthread.TConn):
         """Run by the thread before each request, after it set the socket blocking again."""
         super().init()
         self.sock.settimeout(self.read_timeout)
+
+    def close(self, graceful=False):
+        """gthread closes gracefully (a FIN, then what the client still sends is read, so that the end of
+        the answer is not lost to a reset) by waiting up to 2 s for the client in the event loop itself:
+        clients that never close would stop it for 2 s each. The worker lingers without blocking."""
+        if graceful and self.linger is not None:
+            self.linger(self)
+        else:
+            super().close()
 
 
 class Request:
@@ -192,6 +206,7 @@ class ThreadWorker(gthread.ThreadWorker):
         reserve = max(2, self.cfg.threads // 4)
         self.upload_slots = max(1, self.cfg.threads - reserve)
         self.uploads = 0
+        self.lingering: dict[socket.socket, list] = {}  # socket -> [deadline, bytes read]
         self.passthrough = self.cfg.is_ssl or self.cfg.http2_cleartext != "off"
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -204,7 +219,8 @@ class ThreadWorker(gthread.ThreadWorker):
                 raise
             return
         self.nr_conns += 1
-        conn = Conn(self.cfg, client_sock, client_addr, listener.getsockname(), self.body_timeout)
+        server = listener.getsockname()
+        conn = Conn(self.cfg, client_sock, client_addr, server, self.body_timeout, self.linger)
         if self.passthrough:
             conn.data_ready = False  # gthread's own wait for the first byte
         self.enqueue_req(conn)
@@ -288,6 +304,9 @@ class ThreadWorker(gthread.ThreadWorker):
                 self.drop(conn)
             elif request.deadline <= now:
                 self.cut_off(conn, request)
+        for sock, (deadline, _) in list(self.lingering.items()):
+            if deadline <= now:
+                self.stop_lingering(sock)
         while self.waiting and self.waiting[0][1] <= now:
             conn, _ = self.waiting.popleft()
             message = "The server is busy with other uploads. Try again shortly."
@@ -318,6 +337,36 @@ class ThreadWorker(gthread.ThreadWorker):
             pass
         self.nr_conns -= 1
         conn.close()
+
+    def linger(self, conn) -> None:
+        """Close conn after its answer, reading what the client still sends (see Conn.close)."""
+        sock = conn.sock
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            sock.setblocking(False)
+            self.poller.register(sock, selectors.EVENT_READ, self.on_linger_bytes)
+        except (OSError, ValueError, KeyError):
+            util.close(sock)
+            return
+        self.lingering[sock] = [time.monotonic() + LINGER_S, 0]
+
+    def on_linger_bytes(self, sock) -> None:
+        try:
+            data = sock.recv(RECV_BYTES)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:
+            data = b""
+        state = self.lingering[sock]
+        state[1] += len(data)
+        if not data or state[1] >= LINGER_BYTES:
+            self.stop_lingering(sock)
+
+    def stop_lingering(self, sock) -> None:
+        del self.lingering[sock]
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            self.poller.unregister(sock)
+        util.close(sock)
 
     # -- the threads --------------------------------------------------------------------------------------
 

@@ -132,6 +132,14 @@ def test_healthz_answers_within_a_second_while_50_heads_trickle(server):
     assert max(delays) < 1, f"/healthz took {max(delays):.2f}s with {ATTACKERS} trickling heads: {delays}"
 
 
+def test_healthz_answers_within_a_second_while_50_clients_never_close(server):
+    # Each is answered with "Connection: close", and neither reads it nor closes its side.
+    request = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    with stalled(server.port, request):
+        delays = healthz_delays(server.base)
+    assert max(delays) < 1, f"/healthz took {max(delays):.2f}s with {ATTACKERS} clients not closing: {delays}"
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> Iterator[Server]:
     """A server that cuts a body off after 2 s without a byte (shared: starting one takes seconds)."""
