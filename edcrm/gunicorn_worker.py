@@ -239,6 +239,8 @@ class ThreadWorker(gthread.ThreadWorker):
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         if leftover:
             self.examine(conn, request)
+        else:  # a kept-alive connection is readable already, a new one often: spare a turn of the loop
+            self.on_request_bytes(conn, conn.sock)
 
     def on_request_bytes(self, conn, _sock):
         request = self.reading[conn]

@@ -116,8 +116,13 @@ def received(server, upload_id: str) -> list[int]:
     return answer.json()["received"]
 
 
-def test_healthz_answers_within_a_second_while_50_bodies_stall(server):
-    with stalled(server.port, stalled_json_post()):
+@pytest.mark.parametrize("body", ["short", "upload"])
+def test_healthz_answers_within_a_second_while_50_bodies_stall(server, body):
+    if body == "short":  # the event loop holds them: no thread is taken
+        request = stalled_json_post()
+    else:  # chunks of 1 MB whose first 100 KB came: threads stream them, as many as the reserve leaves
+        request = chunk_head(server, new_upload(server), 0, 1_000_000) + b"U" * 100_000
+    with stalled(server.port, request):
         delays = healthz_delays(server.base)
     assert max(delays) < 1, f"/healthz took {max(delays):.2f}s with {ATTACKERS} stalled bodies: {delays}"
 
