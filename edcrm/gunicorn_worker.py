@@ -8,14 +8,22 @@ the socket until the whole head and body are in: eight clients that send a head 
 - The loop reads without blocking until the head is complete and the body is either complete or has
   PREBUFFER_BYTES in. Requests without a body, JSON, forms and sign-ins never reach a thread before
   all their bytes are in, so a client stalling there costs a file descriptor and a buffer, not a thread.
-  A head must be whole within BODY_TIMEOUT_S of its start; a body may go at most BODY_TIMEOUT_S without a
-  byte. Past that the loop answers 408 itself and closes the connection.
+  A head must be whole within BODY_TIMEOUT_S of its first byte (which must come within `keepalive`
+  seconds, as a kept-alive connection's next request must); a body may go at most BODY_TIMEOUT_S without
+  a byte. Past that the loop answers 408 itself and closes the connection.
 - A larger body (an upload) streams to the app from a thread, with a read timeout of BODY_TIMEOUT_S on
   the socket (each read waits that long for a byte at most: a phone that trickles still gets through; a
   dead one is cut off and the app sees BodyTimeout from the stream, see edcrm.bodytimeout). Such
   requests may hold at most `threads` minus a reserve (a quarter, at least 2) at once: the reserve is
   for everything else, /healthz included, whatever the uploads do. An upload that finds every slot taken
   waits unread (TCP holds the client back) for a slot, or is answered 503 after BODY_TIMEOUT_S.
+
+- A connection closed after its answer lingers in the poller to read what the client still sends (see
+  Conn.close); gthread waits for that in the loop itself, 2 s for each client that does not close.
+
+What the loop holds is bounded by `worker_connections` (1000) connections a process, each with at most
+about 130 KB of buffers; more clients than that wait in the listen backlog, which only a proxy or
+more processes widen.
 
 No minimum rate is enforced on bodies: the reserve keeps the server answering whatever the uploads do,
 and any rate low enough for a phone on a bad network (a 16 MiB chunk at a few KB/s) would cost an
@@ -208,6 +216,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.uploads = 0
         self.lingering: dict[socket.socket, list] = {}  # socket -> [deadline, bytes read]
         self.passthrough = self.cfg.is_ssl or self.cfg.http2_cleartext != "off"
+        self.idle_timeout = min(self.cfg.keepalive or self.body_timeout, self.body_timeout)
 
     # -- the loop -----------------------------------------------------------------------------------------
 
@@ -220,9 +229,11 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         self.nr_conns += 1
         server = listener.getsockname()
-        conn = Conn(self.cfg, client_sock, client_addr, server, self.body_timeout, self.linger)
         if self.passthrough:
+            conn = Conn(self.cfg, client_sock, client_addr, server, self.body_timeout)
             conn.data_ready = False  # gthread's own wait for the first byte
+        else:
+            conn = Conn(self.cfg, client_sock, client_addr, server, self.body_timeout, self.linger)
         self.enqueue_req(conn)
 
     def enqueue_req(self, conn):
@@ -234,7 +245,8 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         leftover = conn.parser.unreader.take_buffered() if conn.parser is not None else b""
         conn.sock.setblocking(False)
-        request = Request(leftover, time.monotonic() + self.body_timeout)
+        # A connection waits for its first byte as long as a kept-alive one waits for its next request.
+        request = Request(leftover, time.monotonic() + (self.body_timeout if leftover else self.idle_timeout))
         self.reading[conn] = request
         self.poller.register(conn.sock, selectors.EVENT_READ, partial(self.on_request_bytes, conn))
         if leftover:
@@ -243,7 +255,9 @@ class ThreadWorker(gthread.ThreadWorker):
             self.on_request_bytes(conn, conn.sock)
 
     def on_request_bytes(self, conn, _sock):
-        request = self.reading[conn]
+        request = self.reading.get(conn)
+        if request is None:  # dropped since the poller saw it readable
+            return
         try:
             data = conn.sock.recv(RECV_BYTES)
         except (BlockingIOError, InterruptedError):
@@ -257,9 +271,9 @@ class ThreadWorker(gthread.ThreadWorker):
             else:
                 self.drop(conn)
             return
-        request.data += data
-        if request.head_end is not None:
+        if request.head_end is not None or not request.data:  # a body's next byte, or a head's first
             request.deadline = time.monotonic() + self.body_timeout
+        request.data += data
         self.examine(conn, request)
 
     def examine(self, conn, request: Request) -> None:
@@ -359,7 +373,9 @@ class ThreadWorker(gthread.ThreadWorker):
             return
         except OSError:
             data = b""
-        state = self.lingering[sock]
+        state = self.lingering.get(sock)
+        if state is None:
+            return
         state[1] += len(data)
         if not data or state[1] >= LINGER_BYTES:
             self.stop_lingering(sock)

@@ -103,6 +103,16 @@ def chunk_head(server, upload_id: str, index: int, length: int) -> bytes:
     ).encode()
 
 
+def one_shot_head(server, call_log_id: int, length: int) -> bytes:
+    """A one-shot recording's request head and the head of its file part."""
+    part = b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\n\r\n'
+    return (
+        f"POST /api/call-logs/{call_log_id}/recording HTTP/1.1\r\nHost: x\r\n"
+        f"Authorization: Bearer {server.telecaller['token']}\r\n"
+        f"Content-Type: multipart/form-data; boundary=b\r\nContent-Length: {length}\r\n\r\n"
+    ).encode() + part
+
+
 def new_upload(server, chunks: int = 2) -> str:
     body = {"call_log_id": server.new_call_log(), "filename": "call.wav", "expected_chunks": chunks}
     answer = server.api("POST", "/api/recordings/uploads", json=body)
@@ -153,17 +163,21 @@ def quick(tmp_path_factory) -> Iterator[Server]:
 
 def test_stalled_bodies_are_cut_off_and_nothing_is_kept(quick):
     upload_id = new_upload(quick)
-    # A small body stalls before the app sees it; a large one while the app streams it to a spool file.
-    with connect(quick.port) as small, connect(quick.port) as large:
+    call_log_id = quick.new_call_log()
+    # A small body stalls before the app sees it; a large one while the app streams it to a spool file,
+    # or while werkzeug parses a form.
+    with connect(quick.port) as small, connect(quick.port) as large, connect(quick.port) as form:
         small.sendall(chunk_head(quick, upload_id, 0, 1000) + b"R")
         large.sendall(chunk_head(quick, upload_id, 1, 1_000_000) + b"R" * 200_000)
-        for sock in (small, large):
+        form.sendall(one_shot_head(quick, call_log_id, 1_000_000) + b"R" * 200_000)
+        for sock in (small, large, form):
             answer, after = read_answer(sock, timeout=10)
             status, body = status_and_body(answer)
             assert status == 408, answer[:300]
             assert body["error"]["code"] == "body_timeout"
             assert after < 6, f"cut off after {after:.1f}s with BODY_TIMEOUT_S=2"
     assert received(quick, upload_id) == []
+    assert quick.api("GET", f"/api/call-logs/{call_log_id}").json().get("recording") is None
 
     # A head that never ends is cut off too.
     with connect(quick.port) as sock:
