@@ -114,7 +114,8 @@ def one_shot_head(server, call_log_id: int, length: int) -> bytes:
 
 
 def new_upload(server, chunks: int = 2) -> str:
-    body = {"call_log_id": server.new_call_log(), "filename": "call.wav", "expected_chunks": chunks}
+    # The server's own call log: none of these uploads ever completes.
+    body = {"call_log_id": server.call_log_id, "filename": "call.wav", "expected_chunks": chunks}
     answer = server.api("POST", "/api/recordings/uploads", json=body)
     assert answer.status_code == 201, answer.text
     return answer.json()["upload_id"]
@@ -157,8 +158,9 @@ def test_healthz_answers_within_a_second_while_50_clients_never_close(server):
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory) -> Iterator[Server]:
-    """A server that cuts a body off after 2 s without a byte (shared: starting one takes seconds)."""
-    yield from start_server(tmp_path_factory.mktemp("quick"), BODY_TIMEOUT_S="2")
+    """A server that cuts a body off after 2 s without a byte, with 4 threads: 2 for uploads, 2 kept for
+    the rest (shared: starting one takes seconds)."""
+    yield from start_server(tmp_path_factory.mktemp("quick"), BODY_TIMEOUT_S="2", WEB_THREADS="4")
 
 
 def test_stalled_bodies_are_cut_off_and_nothing_is_kept(quick):
@@ -211,3 +213,24 @@ def test_a_slow_but_steady_body_arrives(quick):
     assert status == 200, answer[:300]
     assert body["received"] == [0]
     assert received(quick, upload_id) == [0]
+
+
+def test_uploads_beyond_the_threads_for_them_wait_then_hear_503(quick):
+    upload_id = new_upload(quick, chunks=3)
+    with connect(quick.port) as first, connect(quick.port) as second, connect(quick.port) as third:
+        for index, sock in enumerate((first, second, third)):
+            sock.sendall(chunk_head(quick, upload_id, index, 1_000_000) + b"T" * 100_000)
+        third.settimeout(0.5)
+        answer = b""
+        deadline = time.monotonic() + 10
+        while not answer and time.monotonic() < deadline:
+            for sock in (first, second):  # alive, slowly: they keep both threads for uploads
+                sock.sendall(b"T")
+            with contextlib.suppress(TimeoutError):
+                answer = third.recv(65536)
+            delays = healthz_delays(quick.base, polls=1)
+            assert delays[0] < 1, "/healthz waited behind the uploads"
+    status, body = status_and_body(answer)
+    assert status == 503, answer[:300]
+    assert body["error"]["code"] == "server_busy"
+    assert 2 not in received(quick, upload_id)
