@@ -24,6 +24,8 @@ bind = f"0.0.0.0:{os.environ.get('PORT') or 5000}"
 worker_class = "edcrm.gunicorn_worker.ThreadWorker"
 # Embedded: exactly one process, or each would run its own job workers, scheduler and restart re-sends.
 workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY") or 2)
+# Of the threads, all but a reserve (a quarter, at least 2) may stream request bodies (uploads) at once;
+# the reserve answers everything else, /healthz included, however many uploads are in flight or stalled.
 threads = int(os.environ.get("WEB_THREADS") or 8)
 # The app (and the in-memory broker it builds) must be created in the worker process, not the master.
 preload_app = False
