@@ -57,6 +57,8 @@ MAX_HEAD_BYTES = 32 * 1024
 RECV_BYTES = 16 * 1024
 #: A connection closed after its answer reads what the client still sends for this long, or this much.
 LINGER_S, LINGER_BYTES = 2.0, 64 * 1024
+#: How long the worker stops accepting when the process is out of file descriptors.
+ACCEPT_PAUSE_S = 0.5
 
 
 class Conn(gthread.TConn):
@@ -216,6 +218,7 @@ class ThreadWorker(gthread.ThreadWorker):
         self.uploads = 0
         self.lingering: dict[socket.socket, list] = {}  # socket -> [deadline, bytes read]
         self.passthrough = self.cfg.is_ssl or self.cfg.http2_cleartext != "off"
+        self.accept_paused_until = 0.0
         self.idle_timeout = min(self.cfg.keepalive or self.body_timeout, self.body_timeout)
 
     # -- the loop -----------------------------------------------------------------------------------------
@@ -224,7 +227,12 @@ class ThreadWorker(gthread.ThreadWorker):
         try:
             client_sock, client_addr = listener.accept()
         except OSError as e:
-            if e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
+            if e.errno in (errno.EMFILE, errno.ENFILE):
+                # Out of file descriptors (gthread would die of it): pause accepting for a moment, the
+                # clients wait in the listen backlog meanwhile.
+                self.accept_paused_until = time.monotonic() + ACCEPT_PAUSE_S
+                self.set_accept_enabled(False)
+            elif e.errno not in (errno.EAGAIN, errno.ECONNABORTED, errno.EWOULDBLOCK):
                 raise
             return
         self.nr_conns += 1
@@ -235,6 +243,11 @@ class ThreadWorker(gthread.ThreadWorker):
         else:
             conn = Conn(self.cfg, client_sock, client_addr, server, self.body_timeout, self.linger)
         self.enqueue_req(conn)
+
+    def set_accept_enabled(self, enabled):
+        """The loop enables accepting again on each turn where it has room for connections."""
+        if not enabled or time.monotonic() >= self.accept_paused_until:
+            super().set_accept_enabled(enabled)
 
     def enqueue_req(self, conn):
         """Every way to a thread passes here (new, kept-alive and pipelining connections): a request is
