@@ -52,7 +52,8 @@ from .config import body_timeout_s
 
 #: Body bytes the loop reads before a thread takes the request (every body up to this size is read whole).
 PREBUFFER_BYTES = 64 * 1024
-#: A head longer than this goes to gunicorn's parser unfinished, which answers it 431 or 400.
+#: A head longer than this goes to gunicorn's parser in a thread unfinished (as an upload does), which
+#: reads the rest or refuses it (431, 400).
 MAX_HEAD_BYTES = 32 * 1024
 RECV_BYTES = 16 * 1024
 #: A connection closed after its answer reads what the client still sends for this long, or this much.
