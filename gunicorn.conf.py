@@ -22,9 +22,13 @@ EMBEDDED = not os.environ.get("REDIS_URL")
 # 0.0.0.0. An IPv6 address goes in brackets.
 _host, _port = (os.environ.get("HOST") or "127.0.0.1").strip("[]"), os.environ.get("PORT") or 5000
 bind = f"[{_host}]:{_port}" if ":" in _host else f"{_host}:{_port}"
-worker_class = "gthread"
+# gthread whose event loop reads heads and short bodies, so slow clients cannot hold every thread, with
+# a read timeout of BODY_TIMEOUT_S on each connection (see edcrm.gunicorn_worker).
+worker_class = "edcrm.gunicorn_worker.ThreadWorker"
 # Embedded: exactly one process, or each would run its own job workers, scheduler and restart re-sends.
 workers = 1 if EMBEDDED else int(os.environ.get("WEB_CONCURRENCY") or 2)
+# Of the threads, all but a reserve (a quarter, at least 2) may stream request bodies (uploads) at once;
+# the reserve answers everything else, /healthz included, however many uploads are in flight or stalled.
 threads = int(os.environ.get("WEB_THREADS") or 8)
 # The app (and the in-memory broker it builds) must be created in the worker process, not the master.
 preload_app = False

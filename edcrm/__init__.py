@@ -29,7 +29,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     from .extensions import db
 
     if web:
-        from . import auth, cli, login_limit, metrics, routes, security_headers
+        from . import auth, bodytimeout, cli, login_limit, metrics, routes, security_headers
         from .extensions import csrf
 
         metrics.init_app(app)  # first: its timer starts before any other before_request function
@@ -41,6 +41,7 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
         security_headers.init_app(app)
         routes.init_app(app)
         cli.init_app(app)
+        bodytimeout.init_app(app)
     jobs.init_app(app)
     spool.sweep()  # the spools of processes killed since the last start
 

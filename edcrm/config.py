@@ -79,6 +79,12 @@ def metrics_token(raw: str | None) -> str | None:
     return token
 
 
+def body_timeout_s(env: Mapping[str, str]) -> int:
+    """BODY_TIMEOUT_S: the longest a client may go without sending a byte of its request (head or body)
+    before it is cut off. gunicorn.conf.py's worker reads it too, for the bytes it reads itself."""
+    return env_int(env, "BODY_TIMEOUT_S", 30, minimum=1)
+
+
 def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | None = None) -> dict:
     """The app's configuration for this environment, with overrides (tests) applied on top."""
     overrides = overrides or {}
@@ -100,6 +106,7 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
         "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),
+        "BODY_TIMEOUT_S": body_timeout_s(env),
         "METRICS_TOKEN": metrics_token(env.get("METRICS_TOKEN")),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "WTF_CSRF_TIME_LIMIT": None,
