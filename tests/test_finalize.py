@@ -111,6 +111,11 @@ def test_a_second_run_of_the_same_upload_only_finishes_the_cleanup(
     [
         (b"plain text, not audio" * 100, {}, "not a recording"),
         (wav(0.5), {"sha256": "0" * 64}, "SHA-256"),
+        # Bytes that only start like audio: the container is parsed before anything is stored.
+        (b"RIFF\x24\x00\x00\x00WAVE", {}, "it looks like WAV audio, but it has no audio format and data"),
+        (b"OggS" + random.Random(1).randbytes(6000), {}, "cannot be read as OGG"),
+        (b"ID3" + random.Random(2).randbytes(6000), {}, "cannot be read as MP3"),
+        (wav(2.0)[:1044], {}, "the WAV file is cut short"),  # 1,000 of the 32,000 bytes it announces
     ],
 )
 def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
@@ -123,6 +128,7 @@ def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
     assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 1)
     failed = upload_of(upload.id)
     assert failed.status is UploadStatus.FAILED and reason in failed.error
+    assert "Error" not in failed.error and "Traceback" not in failed.error  # plain words
     assert db.session.get(CallLog, call_log.id).recording is None
     assert not any(name.startswith("recordings/") for name in storage_files(app))
 
@@ -349,3 +355,38 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
     with get_storage().open(recording.storage_key) as stored:
         assert stored.read() == audio
     assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]
+
+
+def test_cancelling_a_retrying_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(
+    s3_app,
+    s3_server,  # noqa: F811
+    telecaller,
+    call_log,
+    stub_broker,
+    stub_worker,
+    monkeypatch,
+):
+    """S3 is down: the job waits in its backoff and an operator cancels it. The upload is over at once
+    (`cancelled`, not `processing` forever), its chunks kept; a retry once S3 is back makes the recording."""
+    monkeypatch.setitem(process_chunked_recording.options, "min_backoff", 60_000)
+    monkeypatch.setitem(process_chunked_recording.options, "max_backoff", 60_000)
+    audio = wav(1.0)
+    upload = chunked(telecaller, call_log, audio, 3)
+    chunk_keys = s3_keys(s3_server, s3_app)
+
+    with s3_server.stopped():
+        job_id = uploads.complete(upload)
+        wait_for(lambda: (row := job(job_id)).state is JobState.RETRYING and row.errors)
+        assert ledger.cancel(job_id).state is JobState.CANCELLED
+        cancelled = upload_of(upload.id)
+        assert (cancelled.status, cancelled.received_indexes()) == (UploadStatus.CANCELLED, [0, 1, 2])
+        assert "administrator cancelled" in cancelled.error
+    assert s3_keys(s3_server, s3_app) == chunk_keys
+
+    assert ledger.retry(job_id).state is JobState.ENQUEUED
+    # (Not run_jobs: the cancelled retry still waits out its backoff in the delay queue, to be skipped.)
+    wait_for(lambda: job(job_id).state is JobState.SUCCEEDED, timeout=30)
+    done = upload_of(upload.id)
+    assert (done.status, done.error) == (UploadStatus.COMPLETED, None)
+    with get_storage().open(db.session.get(Recording, done.recording_id).storage_key) as stored:
+        assert stored.read() == audio

@@ -224,6 +224,8 @@ def _check_webm(file: BinaryIO) -> None:
     if doc_type not in (b"webm", b"matroska"):
         raise NotAudio("it looks like WebM audio, but its header names no WebM document")
     file.seek(start + header_size)
+    if start + header_size >= size:
+        raise NotAudio("it is a WebM header with no recording after it")
     element_id, segment_size, segment = _ebml_element(file)
     if element_id != _SEGMENT:
         raise NotAudio("it is a WebM header with no recording after it")
