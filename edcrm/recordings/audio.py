@@ -219,7 +219,7 @@ def _check_webm(file: BinaryIO) -> None:
         if child_size is None:
             break
         if child == _DOC_TYPE:
-            doc_type = file.read(child_size).rstrip(b"\0")
+            doc_type = file.read(min(child_size, 16)).rstrip(b"\0")  # its size is the file's word only
         file.seek(at + child_size)
     if doc_type not in (b"webm", b"matroska"):
         raise NotAudio("it looks like WebM audio, but its header names no WebM document")
