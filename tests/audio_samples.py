@@ -103,6 +103,25 @@ def mp4(seconds: float = 1.0, brand: bytes = b"M4A ") -> bytes:
     return ftyp + _box(b"moov", mvhd + trak)
 
 
-def webm() -> bytes:
-    """The EBML header of a WebM file (a recording's first bytes)."""
-    return bytes.fromhex("1a45dfa3") + bytes.fromhex("9f4286810142f7810142f2810442f381084282847765626d")
+def _ebml(element_id: int, payload: bytes) -> bytes:
+    """An EBML element with a one-byte size (payloads here are under 127 bytes)."""
+    assert len(payload) < 127
+    return (
+        element_id.to_bytes((element_id.bit_length() + 7) // 8, "big")
+        + bytes([0x80 | len(payload)])
+        + payload
+    )
+
+
+def webm(blocks: int = 3) -> bytes:
+    """A WebM file as a phone's recorder writes it: the EBML header, then a Segment and a Cluster of
+    unknown size (written live), one Opus audio track and `blocks` SimpleBlocks of 20 ms."""
+    header = _ebml(0x1A45DFA3, bytes.fromhex("4286810142f7810142f2810442f381084282847765626d"))
+    track = _ebml(0xAE, _ebml(0xD7, b"\x01") + _ebml(0x83, b"\x02") + _ebml(0x86, b"A_OPUS"))
+    tracks = _ebml(0x1654AE6B, track)
+    frames = b"".join(
+        _ebml(0xA3, b"\x81" + (20 * n).to_bytes(2, "big") + b"\x80\xf8\xff\xfe") for n in range(blocks)
+    )
+    unknown = b"\x01\xff\xff\xff\xff\xff\xff\xff"
+    cluster = bytes.fromhex("1f43b675") + unknown + _ebml(0xE7, b"\x00") + frames
+    return header + bytes.fromhex("18538067") + unknown + tracks + cluster

@@ -3,17 +3,21 @@ each scoped to the admin's branch. Jobs go through the real ledger middleware on
 
 from __future__ import annotations
 
+import io
+
 import dramatiq
 import pytest
 from conftest import bearer, make_user
-from test_api_imports import SAMPLE_CSV, callers, post_import, run_jobs  # noqa: F401  (fixture)
+from test_api_imports import SAMPLE_CSV, callers, post_import, run_jobs, stored_files  # noqa: F401
+from test_api_recordings import make_call_log, wav_bytes
 from test_openapi import check
 
 from edcrm.actors.maintenance import ping
 from edcrm.extensions import db
 from edcrm.jobs import actor
 from edcrm.jobs.embedded import stop_worker
-from edcrm.models import Job, JobState, Role
+from edcrm.models import ImportStatus, Job, JobState, LeadImport, Role
+from edcrm.recordings import uploads
 
 outcomes: dict[str, int] = {}
 
@@ -269,3 +273,68 @@ def test_the_answers_have_the_documented_shapes(client, admin, stub_broker, stub
     check(document, "Job", client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin)).get_json())
     check(document, "RetryReport", client.post("/api/jobs/retry-failed", headers=bearer(admin)).get_json())
     check(document, "Error", client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin)).get_json())
+
+
+def test_cancelling_a_recording_job_ends_its_upload_and_a_retry_still_makes_the_recording(
+    client, admin, telecaller, stub_broker
+):
+    """The job is cancelled before any worker ran it: the upload says so at once (it no longer waits
+    for a job that will not come), its chunks are kept, and a retry of the job makes the recording."""
+    audio = wav_bytes(1.0)
+    upload = uploads.create_session(
+        telecaller, make_call_log(admin.branch, telecaller), filename="call.wav", expected_chunks=2
+    )
+    half = len(audio) // 2
+    for index, part in enumerate((audio[:half], audio[half:])):
+        uploads.store_chunk(upload, index, io.BytesIO(part))
+    job_id = uploads.complete(upload)
+    status = f"/api/recordings/uploads/{upload.id}"
+    assert client.get(status, headers=bearer(telecaller)).get_json()["status"] == "processing"
+
+    response = client.post(f"/api/jobs/{job_id}/cancel", headers=bearer(admin))
+    assert response.status_code == 202
+    seen = client.get(status, headers=bearer(telecaller)).get_json()
+    assert (seen["status"], seen["received"], seen["missing"]) == ("cancelled", [0, 1], [])
+    assert "administrator cancelled" in seen["error"]
+
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
+    worker.start()
+    try:
+        assert client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin)).status_code == 202
+        drain(stub_broker, worker, "recordings")
+    finally:
+        stop_worker(stub_broker, worker)
+    done = client.get(status, headers=bearer(telecaller)).get_json()
+    assert (done["status"], done["error"]) == ("completed", None) and done["recording_id"] is not None
+    assert db.session.get(Job, job_id).state is JobState.SUCCEEDED
+
+
+def cancelled_import_job(app, client, admin, telecallers, stub_broker, stub_worker) -> tuple[int, str]:
+    """An import whose file went missing before its job ran: import and job end cancelled."""
+    created = post_import(client, admin, SAMPLE_CSV, [c.id for c in telecallers]).get_json()
+    for path in stored_files(app):
+        path.unlink()
+    drain(stub_broker, stub_worker, "csv_import")
+    assert db.session.get(LeadImport, created["id"]).status is ImportStatus.CANCELLED
+    assert db.session.get(Job, created["job_id"]).state is JobState.CANCELLED
+    return created["id"], created["job_id"]
+
+
+def test_a_job_whose_retry_could_only_end_cancelled_is_refused_with_the_reason(
+    app,
+    client,
+    admin,
+    callers,  # noqa: F811
+    stub_broker,
+    stub_worker,
+):
+    _, job_id = cancelled_import_job(app, client, admin, callers, stub_broker, stub_worker)
+    refused = client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin))
+    assert refused.status_code == 409
+    error = refused.get_json()["error"]
+    assert (error["code"], error["state"]) == ("not_retryable", "cancelled")
+    assert "import is cancelled" in error["message"] and "upload the file again" in error["message"]
+    check(client.get("/api/openapi.json").get_json(), "Error", refused.get_json())
+    db.session.expire_all()
+    assert db.session.get(Job, job_id).state is JobState.CANCELLED  # not sent again
+    assert client.post("/api/jobs/retry-failed", headers=bearer(admin)).get_json()["job_ids"] == []

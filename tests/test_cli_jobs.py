@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+
+from audio_samples import wav
+from test_api_recordings import make_call_log
 
 from edcrm.actors.maintenance import ping
 from edcrm.extensions import db
-from edcrm.models import Job, JobState
+from edcrm.models import Job, JobState, RecordingUpload, UploadStatus
+from edcrm.recordings import uploads
 
 
 def state_of(app, job_id: str) -> JobState:
@@ -61,3 +66,17 @@ def test_list_filters_by_state_newest_first(app, runner, stub_broker):
     assert [json.loads(line)["id"] for line in lines] == [second, first]
     cancelled = runner.invoke(args=["edcrm", "jobs", "list", "--state", "cancelled"]).output.splitlines()
     assert [json.loads(line)["id"] for line in cancelled] == [first]
+
+
+def test_cancelling_a_recording_job_from_the_shell_ends_its_upload(app, runner, stub_broker, telecaller):
+    with app.app_context():
+        call_log = make_call_log(telecaller.branch, telecaller)
+        upload = uploads.create_session(telecaller, call_log, filename="call.wav", expected_chunks=1)
+        uploads.store_chunk(upload, 0, io.BytesIO(wav(0.5)))
+        job_id, upload_id = uploads.complete(upload), upload.id
+
+    result = runner.invoke(args=["edcrm", "jobs", "cancel", job_id])
+    assert (result.exit_code, result.output.strip()) == (0, f"{job_id} cancelled")
+    with app.app_context():
+        ended = db.session.get(RecordingUpload, upload_id)
+        assert (ended.status, ended.received_indexes()) == (UploadStatus.CANCELLED, [0])

@@ -112,6 +112,11 @@ def test_a_second_run_of_the_same_upload_only_finishes_the_cleanup(
     [
         (b"plain text, not audio" * 100, {}, "not a recording"),
         (wav(0.5), {"sha256": "0" * 64}, "SHA-256"),
+        # Bytes that only start like audio: the container is parsed before anything is stored.
+        (b"RIFF\x24\x00\x00\x00WAVE", {}, "it looks like WAV audio, but it has no audio format and data"),
+        (b"OggS" + random.Random(1).randbytes(6000), {}, "cannot be read as OGG"),
+        (b"ID3" + random.Random(2).randbytes(6000), {}, "cannot be read as MP3"),
+        (wav(2.0)[:1044], {}, "the WAV file is cut short"),  # 1,000 of the 32,000 bytes it announces
     ],
 )
 def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
@@ -160,14 +165,16 @@ def test_a_call_log_deleted_while_its_recording_is_stored_leaves_nothing_behind(
     """The call log goes after the object is stored but before the Recording is committed: the commit
     fails, the object is removed, and the retry, finding the call log gone, cancels and removes the
     chunks."""
-    real_duration = finalize.audio.duration
+    storage = get_storage()
+    real_assemble = storage.assemble
 
-    def delete_call_log_then_measure(kind, file):
+    def store_then_delete_call_log(*args, **kwargs):
+        size = real_assemble(*args, **kwargs)
         db.session.execute(sa.delete(CallLog).where(CallLog.id == call_log.id))
         db.session.commit()
-        return real_duration(kind, file)
+        return size
 
-    monkeypatch.setattr(finalize.audio, "duration", delete_call_log_then_measure)
+    monkeypatch.setattr(storage, "assemble", store_then_delete_call_log)
     upload = chunked(telecaller, call_log, wav(0.5), 2)
     job_id = uploads.complete(upload)
     run_jobs(stub_broker, stub_worker)
@@ -336,13 +343,16 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
 
     with s3_server.stopped():
         job_id = uploads.complete(upload)
-        wait_for(lambda: job(job_id).state is JobState.RETRYING)
+        # `retrying` is written as the retry is enqueued, the attempt's error a moment later: both.
+        wait_for(lambda: (row := job(job_id)).state is JobState.RETRYING and row.errors)
         failed_attempt = job(job_id)
         assert failed_attempt.attempts == 1
         assert "Could not connect" in failed_attempt.errors[0].error
         assert upload_of(upload.id).status is UploadStatus.PROCESSING  # not over: it is being retried
+        stub_worker.pause()  # the retry cannot run while S3 is looked at, however slow the machine
     assert s3_keys(s3_server, s3_app) == chunk_keys  # S3 is back, the retry not yet run: all kept
 
+    stub_worker.resume()
     run_jobs(stub_broker, stub_worker)
     done = job(job_id)
     assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
@@ -351,3 +361,38 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
     with get_storage().open(recording.storage_key) as stored:
         assert stored.read() == audio
     assert s3_keys(s3_server, s3_app) == [f"edcrm/{recording.storage_key}"]
+
+
+def test_cancelling_a_retrying_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(
+    s3_app,
+    s3_server,  # noqa: F811
+    telecaller,
+    call_log,
+    stub_broker,
+    stub_worker,
+    monkeypatch,
+):
+    """S3 is down: the job waits in its backoff and an operator cancels it. The upload is over at once
+    (`cancelled`, not `processing` forever), its chunks kept; a retry once S3 is back makes the recording."""
+    monkeypatch.setitem(process_chunked_recording.options, "min_backoff", 60_000)
+    monkeypatch.setitem(process_chunked_recording.options, "max_backoff", 60_000)
+    audio = wav(1.0)
+    upload = chunked(telecaller, call_log, audio, 3)
+    chunk_keys = s3_keys(s3_server, s3_app)
+
+    with s3_server.stopped():
+        job_id = uploads.complete(upload)
+        wait_for(lambda: (row := job(job_id)).state is JobState.RETRYING and row.errors)
+        assert ledger.cancel(job_id).state is JobState.CANCELLED
+        cancelled = upload_of(upload.id)
+        assert (cancelled.status, cancelled.received_indexes()) == (UploadStatus.CANCELLED, [0, 1, 2])
+        assert "administrator cancelled" in cancelled.error
+    assert s3_keys(s3_server, s3_app) == chunk_keys
+
+    assert ledger.retry(job_id).state is JobState.ENQUEUED
+    # (Not run_jobs: the cancelled retry still waits out its backoff in the delay queue, to be skipped.)
+    wait_for(lambda: job(job_id).state is JobState.SUCCEEDED, timeout=30)
+    done = upload_of(upload.id)
+    assert (done.status, done.error) == (UploadStatus.COMPLETED, None)
+    with get_storage().open(db.session.get(Recording, done.recording_id).storage_key) as stored:
+        assert stored.read() == audio

@@ -23,6 +23,7 @@ from edcrm.extensions import db
 from edcrm.imports.upload import start_import
 from edcrm.models import Branch, Job, JobState, Recording, Role, User
 from edcrm.recordings import uploads
+from edcrm.storage import get_storage
 
 PASSWORD = "secret-password"
 
@@ -218,3 +219,26 @@ def test_a_recordings_job_links_to_the_recording_it_made(app, client, people, st
     login(client, "admin@thrissur.test")
     assert client.get(f"/recordings/{recording_id}").status_code == 403
     assert client.get("/recordings/999999").status_code == 404
+
+
+def test_a_job_whose_retry_could_only_end_cancelled_offers_no_retry_and_says_why(
+    app, client, people, stub_broker, stub_worker
+):
+    """A cancelled import's file is deleted: its job could only end "already cancelled" again."""
+    with app.app_context():
+        admin = db.session.get(User, people.admin)
+        caller = make_user(admin.branch, Role.TELECALLER)
+        lead_import = start_import(admin, io.BytesIO(SAMPLE_CSV), "leads.csv", [caller.id])
+        job_id = lead_import.job_id
+        get_storage().delete(lead_import.storage_key)  # the file goes missing: the import is cancelled
+        drain(stub_broker, stub_worker, "csv_import")
+    assert state_of(app, job_id) is JobState.CANCELLED
+
+    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    assert ">Retry</button>" not in page
+    assert "Retry is not offered: The import is cancelled and its file was deleted" in page
+    listed = text(client.get("/jobs"))
+    assert "Not retryable" in listed and f'action="/jobs/{job_id}/retry"' not in listed
+    refused = text(client.post(f"/jobs/{job_id}/retry", follow_redirects=True))
+    assert "Not retried: The import is cancelled" in refused
+    assert state_of(app, job_id) is JobState.CANCELLED

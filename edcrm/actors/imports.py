@@ -8,14 +8,17 @@ until that moment a retry may still need it.
 
 from __future__ import annotations
 
+from ..imports import job_rules
 from ..jobs import actor, last_error
-from ..jobs.subjects import IMPORT
+from ..jobs.subjects import IMPORT, Rules, register
 
 # The pipeline (phonenumbers, psycopg's COPY…) is imported when an import runs, not where the actor is
 # only declared to be sent (the web process) or where this queue is not worked.
 
 #: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
 IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
+
+register(IMPORT, Rules(retry_refusal=job_rules.retry_refusal))
 
 
 @actor(queue_name="csv_import", time_limit=60 * 1000)

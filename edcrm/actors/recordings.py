@@ -14,13 +14,16 @@ from __future__ import annotations
 import contextlib
 
 from ..jobs import Unrecoverable, actor
-from ..jobs.subjects import RECORDING_UPLOAD
+from ..jobs.subjects import RECORDING_UPLOAD, Rules, register
+from ..recordings import job_rules
 
 # finalize (and mutagen, through edcrm.recordings.audio) is imported when a recording is finalized, not
 # where the actors are only declared to be sent (the web process) or where this queue is not worked.
 
 #: Assembling and storing a recording of 1 GiB or more over a slow link takes a while.
 RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
+
+register(RECORDING_UPLOAD, Rules(cancelled=job_rules.job_cancelled, retry_refusal=job_rules.retry_refusal))
 
 
 @actor(queue_name="recordings", time_limit=60 * 1000)

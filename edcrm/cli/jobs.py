@@ -55,7 +55,8 @@ def show(job_id):
 @jobs_cli.command("retry")
 @click.argument("job_id")
 def retry(job_id):
-    """Send a failed or cancelled job again."""
+    """Send a failed or cancelled job again (refused, with the reason, where it could only end
+    cancelled: its import failed or was cancelled, its recording upload is gone)."""
     try:
         click.echo(f"{ledger.retry(job_id).id} {JobState.ENQUEUED.value}")
     except (ledger.JobNotFound, ledger.JobStateConflict, ledger.BrokerUnavailable) as exc:
@@ -65,7 +66,8 @@ def retry(job_id):
 @jobs_cli.command("cancel")
 @click.argument("job_id")
 def cancel(job_id):
-    """Cancel an enqueued or retrying job."""
+    """Cancel an enqueued or retrying job (a recording upload it serves ends cancelled, its chunks
+    kept for a retry)."""
     try:
         click.echo(f"{ledger.cancel(job_id).id} {JobState.CANCELLED.value}")
     except (ledger.JobNotFound, ledger.JobStateConflict) as exc:

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 from ..extensions import db
 from ..models.job import CANCELLABLE, PENDING, RETRYABLE, RUNNABLE, Job, JobError, JobState
 from ..models.types import utcnow
+from . import subjects
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -63,6 +64,15 @@ class JobStateConflict(Exception):
         self.job = job
         names = ", ".join(state.value for state in allowed)
         super().__init__(f"cannot {operation} a {job.state.value} job (only {names})")
+
+
+class RetryRefused(JobStateConflict):
+    """The job is failed or cancelled, but a retry could only end cancelled: what it works on is gone
+    or can never be worked on again (edcrm.jobs.subjects). `reason` says why, in plain words."""
+
+    def __init__(self, job: Job, reason: str):
+        self.job, self.reason = job, reason
+        Exception.__init__(self, reason)
 
 
 def new_token() -> str:
@@ -318,7 +328,8 @@ def get(job_id: str) -> Job:
 
 
 def cancel(job_id: str) -> Job:
-    """Cancel an enqueued or retrying job; its message is skipped when it comes up."""
+    """Cancel an enqueued or retrying job; its message is skipped when it comes up. The record it
+    serves ends with it, in the same transaction (a recording upload: `cancelled`, its chunks kept)."""
     job = get(job_id)
     result = db.session.execute(
         sa.update(Job)
@@ -326,6 +337,8 @@ def cancel(job_id: str) -> Job:
         .values(state=JobState.CANCELLED, finished_at=utcnow(), scheduled_at=None)
         .execution_options(synchronize_session=False)
     )
+    if result.rowcount == 1:  # this cancel won: no attempt can start any more
+        subjects.job_cancelled(job)
     db.session.commit()
     db.session.refresh(job)
     if result.rowcount != 1:
@@ -337,9 +350,11 @@ def retry(job_id: str, broker: dramatiq.Broker | None = None) -> Job:
     """Send a failed or cancelled job again, with the same id and arguments and a fresh retry budget.
 
     A new token makes any older message of the job (a cancelled one still waiting in the broker)
-    skip itself, so the job runs once.
+    skip itself, so the job runs once. RetryRefused if a retry could only end cancelled.
     """
     job = get(job_id)
+    if job.state in RETRYABLE and (reason := subjects.retry_refusal(job)):
+        raise RetryRefused(job, reason)
     previous, token = job.state, new_token()
     result = db.session.execute(
         sa.update(Job)

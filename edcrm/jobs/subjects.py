@@ -2,11 +2,17 @@
 
 An actor says so when it is declared (`@actor(..., serves=IMPORT)`); the jobs pages link a job to its
 record with subject_of(). An `on_retry_exhausted` callback serves what the message it is about served.
+
+The package that owns a kind of record registers what operators' actions mean for it (register()):
+what becomes of the record when its job is cancelled (a recording upload must not stay `processing`
+with no job left to finish it), and why a retry of its job cannot succeed (an import whose file was
+deleted can only end "already cancelled"), so that no page offers a retry that cannot work.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,9 +31,25 @@ class Subject:
     id: int | str
 
 
+@dataclasses.dataclass(frozen=True)
+class Rules:
+    #: The job was cancelled by an operator: end the record (in the caller's session, which commits).
+    cancelled: Callable[[Subject], None] | None = None
+    #: Why a retry of the job could only end cancelled, in plain words; None if it may work.
+    retry_refusal: Callable[[Subject], str | None] | None = None
+
+
+#: kind -> its rules; filled by the packages that own the records (through edcrm.actors).
+RULES: dict[str, Rules] = {}
+
+
+def register(kind: str, rules: Rules) -> None:
+    RULES[kind] = rules
+
+
 def subject_of(job: Job) -> Subject | None:
     """The record job works on, if its actor serves one."""
-    from .. import actors  # noqa: F401  (declares every actor, which fills SERVES)
+    from .. import actors  # noqa: F401  (declares every actor, which fills SERVES and RULES)
 
     actor, args = job.actor, job.args
     if args and isinstance(args[0], dict):  # a callback: its first argument is the message it is about
@@ -36,3 +58,20 @@ def subject_of(job: Job) -> Subject | None:
     if kind is None or not args or not isinstance(args[0], int | str) or isinstance(args[0], bool):
         return None
     return Subject(kind, args[0])
+
+
+def job_cancelled(job: Job) -> None:
+    """An operator cancelled job: its record ends too (uncommitted: the cancel commits both at once)."""
+    subject = subject_of(job)
+    rules = RULES.get(subject.kind) if subject else None
+    if rules is not None and rules.cancelled is not None:
+        rules.cancelled(subject)
+
+
+def retry_refusal(job: Job) -> str | None:
+    """Why retrying job cannot succeed (its record is gone or can never be worked on again), or None."""
+    subject = subject_of(job)
+    rules = RULES.get(subject.kind) if subject else None
+    if rules is None or rules.retry_refusal is None:
+        return None
+    return rules.retry_refusal(subject)

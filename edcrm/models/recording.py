@@ -47,6 +47,7 @@ class UploadReason(enum.StrEnum):
     DELETED = "Deleted by the client."
     FAILED = "The recording could not be processed."
     CANCELLED = "The upload was cancelled."
+    CANCELLED_BY_OPERATOR = "An administrator cancelled the processing of this recording."
 
 
 def public_error(status: UploadStatus, error: str | None) -> str | None:

@@ -1,14 +1,19 @@
 """What kind of audio a recording is, from its bytes, and how long it lasts.
 
 The type comes from the file's first bytes (its signature), never from the name or a client's word.
-The duration is read with mutagen where it can (WAV, MP3, AAC/ADTS, M4A/MP4/3GP, OGG/Opus/Vorbis) and,
-for raw AMR, which mutagen does not read, by walking its frames. Both read a file on disk by seeking,
-so a long recording is never in memory whole.
+A signature alone proves nothing (`RIFF....WAVE` and random bytes after it is no recording), so
+examine() then parses the container: with mutagen where it can (WAV, MP3, AAC/ADTS, M4A/MP4/3GP,
+OGG/Opus/Vorbis), by walking the frames of raw AMR and the elements of WebM, which mutagen does not
+read. A file that does not parse, holds no audio or is cut short is NotAudio, with a reason in plain
+words; a whole one gives its duration. Everything reads a file on disk by seeking, so a long recording
+is never in memory whole.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -92,23 +97,156 @@ def detect(head: bytes) -> AudioType:
     raise NotAudio("the bytes are not audio of a known kind (WAV, MP3, AAC, M4A, 3GP, AMR, OGG/Opus or WebM)")
 
 
-def duration(audio_type: AudioType, file: BinaryIO) -> float | None:
-    """The recording's length in seconds, or None where it cannot be read (WebM, a damaged header)."""
+_AMR_FRAMES = {AMR: (AMR_MAGIC, AMR_FRAME_BYTES), AMR_WB: (AMR_WB_MAGIC, AMR_WB_FRAME_BYTES)}
+#: What mutagen raises, besides its own errors, on bytes that only look like its format.
+_PARSE_ERRORS = (mutagen.MutagenError, ValueError, LookupError, ArithmeticError, struct.error, EOFError)
+
+
+def examine(audio_type: AudioType, file: BinaryIO) -> float | None:
+    """Check that file is a whole recording of audio_type; its length in seconds (None for WebM, whose
+    length is often not written down). NotAudio, with the reason, if its container does not parse,
+    holds no audio, or is shorter than its header says."""
+    name = audio_type.extension.removeprefix(".").upper()
     file.seek(0)
-    if audio_type is AMR:
-        return _amr_duration(file, len(AMR_MAGIC), AMR_FRAME_BYTES)
-    if audio_type is AMR_WB:
-        return _amr_duration(file, len(AMR_WB_MAGIC), AMR_WB_FRAME_BYTES)
-    reader = _READERS.get(audio_type)
-    if reader is None:
-        return None  # WebM: mutagen has no reader for it, and none other is worth a dependency here
+    if audio_type in (AMR, AMR_WB):
+        magic, frame_bytes = (
+            (AMR_MAGIC, AMR_FRAME_BYTES) if audio_type is AMR else (AMR_WB_MAGIC, AMR_WB_FRAME_BYTES)
+        )
+        seconds = _amr_duration(file, len(magic), frame_bytes)
+        if seconds is None:
+            raise NotAudio(f"it looks like {name} audio, but its frames cannot be read")
+        if not seconds:
+            raise NotAudio(f"the {name} file holds no audio")
+        return seconds
+    if audio_type is WEBM:
+        _check_webm(file)
+        return None
+    if audio_type is WAV:
+        _check_wav(file)
+    file.seek(0)
     try:
-        parsed = reader(file)
-    except mutagen.MutagenError as error:
+        parsed = _READERS[audio_type](file)
+    except _PARSE_ERRORS as error:
+        log.info("a %s recording that does not parse: %s", audio_type.content_type, error)
+        raise NotAudio(f"it looks like {name} audio, but its contents cannot be read as {name}") from None
+    length = getattr(getattr(parsed, "info", None), "length", None)
+    if not length or length <= 0:
+        raise NotAudio(f"the {name} file holds no audio")
+    return round(float(length), 3)
+
+
+def duration(audio_type: AudioType, file: BinaryIO) -> float | None:
+    """The recording's length in seconds, or None where it cannot be read (WebM, a damaged file)."""
+    try:
+        return examine(audio_type, file)
+    except NotAudio as error:
         log.info("no duration for a %s recording: %s", audio_type.content_type, error)
         return None
-    length = getattr(getattr(parsed, "info", None), "length", None)
-    return round(float(length), 3) if length else None
+
+
+def _file_size(file: BinaryIO) -> int:
+    size = file.seek(0, os.SEEK_END)
+    file.seek(0)
+    return size
+
+
+def _check_wav(file: BinaryIO) -> None:
+    """The RIFF chunks up to `data`: a format chunk, and audio data that is in the file whole (mutagen
+    reads the length from the header, which a cut-off file still has)."""
+    size, offset, has_format = _file_size(file), 12, False
+    while offset + 8 <= size:
+        file.seek(offset)
+        chunk_id, chunk_size = struct.unpack("<4sI", file.read(8))
+        if chunk_id == b"fmt ":
+            has_format = chunk_size >= 16
+        elif chunk_id == b"data":
+            if not has_format:
+                break
+            if chunk_size == 0:
+                raise NotAudio("the WAV file holds no audio")
+            if offset + 8 + chunk_size > size:
+                raise NotAudio(
+                    f"the WAV file is cut short (its header announces {chunk_size} bytes of audio, "
+                    f"only {size - offset - 8} arrived)"
+                )
+            return
+        offset += 8 + chunk_size + (chunk_size & 1)  # chunks are padded to an even size
+    raise NotAudio("it looks like WAV audio, but it has no audio format and data in it")
+
+
+# -- WebM (Matroska's EBML) --------------------------------------------------------------------------------
+
+_EBML, _DOC_TYPE, _SEGMENT, _CLUSTER = 0x1A45DFA3, 0x4282, 0x18538067, 0x1F43B675
+_TRACKS, _SIMPLE_BLOCK, _BLOCK_GROUP = 0x1654AE6B, 0xA3, 0xA0
+#: Elements looked at before a WebM file without a block of audio is given up on.
+_WEBM_MAX_ELEMENTS = 10_000
+
+
+def _ebml_number(file: BinaryIO, *, keep_marker: bool) -> tuple[int | None, int]:
+    """An EBML variable-length number (an element ID with its marker bit, or a size without): (value,
+    its length in bytes); value None for a size of all ones ("unknown", as live recorders write)."""
+    first = file.read(1)
+    if not first or first[0] == 0:
+        raise NotAudio("it looks like WebM audio, but its contents cannot be read as WebM")
+    length = 9 - first[0].bit_length()
+    rest = file.read(length - 1)
+    if len(rest) < length - 1:
+        raise NotAudio("the WebM file is cut short")
+    value = first[0] if keep_marker else first[0] & (0xFF >> length)
+    all_ones = value == (0xFF >> length)
+    for byte in rest:
+        value, all_ones = (value << 8) | byte, all_ones and byte == 0xFF
+    return (None if all_ones and not keep_marker else value), length
+
+
+def _ebml_element(file: BinaryIO) -> tuple[int, int | None, int]:
+    """The next element's header: (ID, size or None if unknown, where its data starts)."""
+    element_id, _ = _ebml_number(file, keep_marker=True)
+    size, _ = _ebml_number(file, keep_marker=False)
+    return element_id, size, file.tell()
+
+
+def _check_webm(file: BinaryIO) -> None:
+    """An EBML header naming WebM or Matroska, then a Segment with tracks and at least one block of
+    media in a Cluster (a file of headers only holds no audio)."""
+    size = _file_size(file)
+    element_id, header_size, start = _ebml_element(file)
+    if element_id != _EBML or header_size is None or start + header_size > size:
+        raise NotAudio("it looks like WebM audio, but its header cannot be read")
+    doc_type = None
+    while file.tell() < start + header_size:
+        child, child_size, at = _ebml_element(file)
+        if child_size is None:
+            break
+        if child == _DOC_TYPE:
+            doc_type = file.read(min(child_size, 16)).rstrip(b"\0")  # its size is the file's word only
+        file.seek(at + child_size)
+    if doc_type not in (b"webm", b"matroska"):
+        raise NotAudio("it looks like WebM audio, but its header names no WebM document")
+    file.seek(start + header_size)
+    if start + header_size >= size:
+        raise NotAudio("it is a WebM header with no recording after it")
+    element_id, segment_size, segment = _ebml_element(file)
+    if element_id != _SEGMENT:
+        raise NotAudio("it is a WebM header with no recording after it")
+    end = size if segment_size is None else min(size, segment + segment_size)
+    has_tracks = False
+    for _ in range(_WEBM_MAX_ELEMENTS):
+        if file.tell() + 2 > end:
+            break
+        element_id, element_size, at = _ebml_element(file)
+        if element_id == _TRACKS:
+            has_tracks = True
+        elif element_id in (_SIMPLE_BLOCK, _BLOCK_GROUP):
+            if not has_tracks:
+                break
+            return
+        if element_id == _CLUSTER:
+            continue  # step into it: its blocks follow its header
+        if element_size is None:
+            break  # only a Segment or a Cluster may have an unknown size
+        file.seek(at + element_size)
+    raise NotAudio("the WebM file holds no audio")
 
 
 def _amr_duration(file: BinaryIO, magic_length: int, frame_bytes: dict[int, int]) -> float | None:

@@ -5,11 +5,13 @@
       2. if a Recording of this upload exists, an earlier run committed it: only the cleanup is left;
       3. the parts are streamed in order, fetched ahead by threads; the audio type, read from their
          first bytes, names the final object under recordings/…; they go through Storage.assemble into
-         it, hashed and counted as they pass: they are spooled to a local temporary file (which the
-         duration reader then seeks in) and, on S3, each 8 MiB part of the spool goes up as a multipart
-         part as soon as it is complete, read from disk, so chunks of any size become parts of at least
-         5 MiB and memory stays bounded. The total size and SHA-256 the client announced are checked
-         before the object appears (a mismatch stores nothing);
+         it, hashed and counted as they pass: they are spooled to a local temporary file (in which the
+         container is then parsed, by seeking, for its duration) and, on S3, each 8 MiB part of the
+         spool goes up as a multipart part as soon as it is complete, read from disk, so chunks of any
+         size become parts of at least 5 MiB and memory stays bounded. The total size and SHA-256 the
+         client announced, and the container (bytes that only start like audio are no recording),
+         are checked before the object appears (a refusal stores nothing and fails the upload, with
+         no retry);
       4. one transaction creates the Recording and marks the upload completed;
       5. only then are the chunks deleted.
 
@@ -94,6 +96,8 @@ def _build(upload: RecordingUpload) -> Recording:
             kind = _detect(first[: audio.SNIFF_BYTES], upload.id)
             key = f"recordings/{upload.call_log_id}/{upload.id}{kind.extension}"
 
+            seconds: list[float | None] = []
+
             def verify() -> None:  # before the object appears: a refused upload stores nothing
                 if upload.total_size is not None and parts.size != upload.total_size:
                     raise UploadUnusable(
@@ -103,11 +107,11 @@ def _build(upload: RecordingUpload) -> Recording:
                     raise UploadUnusable(
                         f"the recording's SHA-256 is {parts.sha256()}, not the announced {upload.sha256}"
                     )
+                seconds.append(_examine(kind, copy, upload.id))  # the whole file is on disk by now
 
             blocks = chain([first], iter(lambda: parts.read(BLOCK_SIZE), b""))
             size = storage.assemble(key, blocks, copy, verify)
         sha256 = parts.sha256()
-        seconds = audio.duration(kind, copy)
     recording = Recording(
         call_log_id=upload.call_log_id,
         upload_id=upload.id,
@@ -115,7 +119,7 @@ def _build(upload: RecordingUpload) -> Recording:
         size=size,
         content_type=kind.content_type,
         sha256=sha256,
-        duration_seconds=seconds,
+        duration_seconds=seconds[0],
     )
     try:
         db.session.add(recording)
@@ -150,6 +154,16 @@ def _detect(head: bytes, upload_id: str) -> audio.AudioType:
     """The audio type of a recording that starts with head; UploadUnusable if it is not audio."""
     try:
         return audio.detect(head)
+    except audio.NotAudio as error:
+        raise UploadUnusable(f"upload {upload_id} is not a recording: {error}") from None
+
+
+def _examine(kind: audio.AudioType, spool: BinaryIO, upload_id: str) -> float | None:
+    """The duration of the spooled recording, parsed as kind (read by seeking in the file on disk);
+    UploadUnusable if it only starts like audio: a container that does not parse, no audio in it, or
+    less data than its header announces."""
+    try:
+        return audio.examine(kind, spool)
     except audio.NotAudio as error:
         raise UploadUnusable(f"upload {upload_id} is not a recording: {error}") from None
 

@@ -8,6 +8,9 @@ retries with every chunk kept, and succeeds on its own once S3 is back.
 
 from __future__ import annotations
 
+import os
+import signal
+
 import pytest
 import requests
 from audio_samples import amr, wav
@@ -58,7 +61,11 @@ def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(st
             watch=worker,
         )
         assert "Could not connect" in waiting["errors"][0]["error"]
-    assert bucket_keys(s3_server, stack.bucket) == chunk_keys  # back, before the retry: every chunk is there
+        os.killpg(worker.process.pid, signal.SIGSTOP)  # frozen: the retry cannot run while S3 is looked at
+    try:
+        assert bucket_keys(s3_server, stack.bucket) == chunk_keys  # back, the retry not run: every chunk kept
+    finally:
+        os.killpg(worker.process.pid, signal.SIGCONT)
 
     done = wait_for_job(engine, job_id, "succeeded", timeout=60, watch=worker)
     assert done["attempts"] >= 2

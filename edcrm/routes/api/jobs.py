@@ -42,6 +42,8 @@ def job_filter(fields: Fields) -> listing.JobFilter:
 
 
 def _conflict(error: ledger.JobStateConflict) -> ApiError:
+    if isinstance(error, ledger.RetryRefused):  # the right state, but a retry could only end cancelled
+        return ApiError(409, "not_retryable", error.reason, state=error.job.state.value)
     return ApiError(409, "wrong_state", str(error), state=error.job.state.value)
 
 

@@ -8,7 +8,7 @@ from markupsafe import Markup
 
 from ...extensions import db
 from ...jobs import ledger, listing
-from ...jobs.subjects import IMPORT, Subject, subject_of
+from ...jobs.subjects import IMPORT, Subject, retry_refusal, subject_of
 from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
 from ...models.job import CANCELLABLE, FINAL, RETRYABLE
 from ...permissions import job_for, page_auth, visible_jobs
@@ -69,6 +69,10 @@ def list_jobs():
         filter_args=filter_args,
         retryable=RETRYABLE,
         cancellable=CANCELLABLE,
+        # Failed or cancelled jobs whose retry could only end cancelled: no button, the reason instead.
+        refusals={
+            job.id: reason for job in jobs if job.state in RETRYABLE and (reason := retry_refusal(job))
+        },
     )
 
 
@@ -105,12 +109,14 @@ def _served(job: Job) -> dict | None:
 @page_auth(Role.ADMIN)
 def show_job(job_id: str):
     job = job_for(g.user, job_id)
+    refusal = retry_refusal(job) if job.state in RETRYABLE else None
     return render_template(
         "jobs/show.html",
         job=job,
         served=_served(job),
         final=job.state in FINAL,
-        retryable=job.state in RETRYABLE,
+        retryable=job.state in RETRYABLE and refusal is None,
+        refusal=refusal,
         cancellable=job.state in CANCELLABLE,
     )
 
