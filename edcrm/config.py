@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import os
 import secrets
-from datetime import timedelta
 from collections.abc import Mapping
+from datetime import timedelta
 from pathlib import Path
 
 #: The repository root: the embedded mode keeps its database under instance/ and files under storage/.

@@ -338,3 +338,32 @@ def test_a_job_whose_retry_could_only_end_cancelled_is_refused_with_the_reason(
     db.session.expire_all()
     assert db.session.get(Job, job_id).state is JobState.CANCELLED  # not sent again
     assert client.post("/api/jobs/retry-failed", headers=bearer(admin)).get_json()["job_ids"] == []
+
+
+def test_cancelling_an_imports_job_ends_the_import_and_deletes_its_file(
+    app,
+    client,
+    admin,
+    callers,  # noqa: F811
+    stub_broker,
+):
+    """Cancelled before a worker ran it: the import says so at once (never `queued` forever), its file
+    goes once the cancel has committed, the job's message is skipped, and a retry is refused."""
+    created = post_import(client, admin, SAMPLE_CSV, [c.id for c in callers]).get_json()
+    assert stored_files(app)
+
+    response = client.post(f"/api/jobs/{created['job_id']}/cancel", headers=bearer(admin))
+
+    assert response.status_code == 202
+    shown = client.get(f"/api/imports/{created['id']}", headers=bearer(admin)).get_json()
+    assert shown["status"] == "cancelled" and "administrator cancelled" in shown["error"]
+    assert stored_files(app) == []
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)
+    worker.start()
+    try:
+        drain(stub_broker, worker, "csv_import")
+    finally:
+        stop_worker(stub_broker, worker)
+    assert db.session.get(LeadImport, created["id"]).successful_rows == 0  # its message was skipped
+    refused = client.post(f"/api/jobs/{created['job_id']}/retry", headers=bearer(admin))
+    assert refused.status_code == 409 and refused.get_json()["error"]["code"] == "not_retryable"

@@ -18,7 +18,7 @@ from ..jobs.subjects import IMPORT, Rules, register
 #: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
 IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
 
-register(IMPORT, Rules(retry_refusal=job_rules.retry_refusal))
+register(IMPORT, Rules(cancelled=job_rules.job_cancelled, retry_refusal=job_rules.retry_refusal))
 
 
 @actor(queue_name="csv_import", time_limit=60 * 1000)
