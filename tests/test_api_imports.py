@@ -317,10 +317,13 @@ def test_when_the_database_fails_the_stored_file_is_deleted(app, admin, callers,
     assert import_count() == 0 and stored_files(app) == []
 
 
-def test_when_the_broker_is_down_it_is_503_and_the_import_failed(
+def test_when_the_broker_is_down_it_is_503_and_nothing_is_kept(
     app, client, admin, callers, stub_broker, monkeypatch
 ):
+    """The contract's "the request changes nothing": no import row, no ledger job, no file."""
+
     def down(message, *, delay=None):
+        stub_broker.emit_before("enqueue", message, delay)  # the ledger writes its row, as on Redis
         raise ConnectionError("redis is down")
 
     monkeypatch.setattr(stub_broker, "enqueue", down)
@@ -328,8 +331,9 @@ def test_when_the_broker_is_down_it_is_503_and_the_import_failed(
     response = post_import(client, admin, telecaller_ids=[callers[0].id])
 
     assert error_of(response, 503)["code"] == "queue_unavailable"
-    [lead_import] = db.session.execute(sa.select(LeadImport)).scalars().all()
-    assert lead_import.status == ImportStatus.FAILED and "queue" in lead_import.error
+    assert response.headers["Retry-After"]
+    assert db.session.execute(sa.select(LeadImport)).scalars().all() == []
+    assert db.session.execute(sa.select(Job)).scalars().all() == []
     assert stored_files(app) == []
 
 

@@ -15,12 +15,12 @@ from conftest import bearer, make_user
 from flask import g
 from s3_server import free_port, s3_server  # noqa: F401  (the fixture)
 from test_api_imports import SAMPLE_CSV
-from test_api_recordings import make_call_log, wav_bytes
+from test_api_recordings import make_call_log, storage_files, wav_bytes
 from test_finalize import chunked, run_jobs
 
 from edcrm import create_app
 from edcrm.extensions import db
-from edcrm.models import LeadImport, RecordingChunk, RecordingUpload, Role, UploadStatus
+from edcrm.models import Job, LeadImport, RecordingChunk, RecordingUpload, Role, UploadStatus
 from edcrm.models.recording import UploadReason
 from edcrm.recordings import uploads
 from edcrm.routes.errors import RETRY_AFTER_S
@@ -205,6 +205,7 @@ def test_with_the_broker_down_complete_is_503_with_retry_after_and_can_be_sent_a
     upload = chunked(callers[0], call_log, wav_bytes(), 1)
 
     def down(message, *, delay=None):
+        stub_broker.emit_before("enqueue", message, delay)  # the ledger writes its row, as on Redis
         raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
 
     with monkeypatch.context() as patch:
@@ -212,6 +213,7 @@ def test_with_the_broker_down_complete_is_503_with_retry_after_and_can_be_sent_a
         response = client.post(f"/api/recordings/uploads/{upload.id}/complete", headers=bearer(callers[0]))
     assert_unavailable(response, "queue_unavailable")
     assert db.session.get(RecordingUpload, upload.id).status is UploadStatus.RECEIVING
+    assert count(Job) == 0  # the ledger lists no job that was never sent
 
     assert (
         client.post(f"/api/recordings/uploads/{upload.id}/complete", headers=bearer(callers[0])).status_code
@@ -319,3 +321,22 @@ def test_whatever_an_operator_wrote_the_telecaller_reads_no_internals(client, ca
 
     error = upload_error(client, callers[0], upload.id)
     assert error == UploadReason.FAILED and not LEAKS.search(error)
+
+
+def test_with_the_broker_down_a_one_shot_upload_is_503_and_keeps_nothing(
+    app, client, callers, call_log, stub_broker, monkeypatch
+):
+    def down(message, *, delay=None):
+        stub_broker.emit_before("enqueue", message, delay)  # the ledger writes its row, as on Redis
+        raise redis.exceptions.ConnectionError("Error 111 connecting to 127.0.0.1:6390. Connection refused.")
+
+    monkeypatch.setattr(stub_broker, "enqueue", down)
+    response = client.post(
+        f"/api/call-logs/{call_log.id}/recording",
+        data={"file": (io.BytesIO(wav_bytes()), "call.wav")},
+        headers=bearer(callers[0]),
+    )
+
+    assert_unavailable(response, "queue_unavailable")
+    assert (count(RecordingUpload), count(Job)) == (0, 0)
+    assert storage_files(app) == []

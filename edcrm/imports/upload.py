@@ -19,8 +19,8 @@ from werkzeug.utils import secure_filename
 
 from .. import metrics
 from ..extensions import db
+from ..jobs import ledger
 from ..models import ImportStatus, LeadImport, Role, User
-from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
 
@@ -246,14 +246,15 @@ def start_branch_import(
     try:
         import_leads.broker.enqueue(message)
     except Exception as error:
+        # The request changes nothing: no import, no job, no file; the admin uploads it again later.
         log.exception("could not queue import %s", lead_import.id)
-        lead_import.status = ImportStatus.FAILED
-        lead_import.error = "The job queue could not be reached; nothing was imported. Upload the file again."
-        lead_import.finished_at = utcnow()
-        lead_import.storage_key = None
+        db.session.delete(lead_import)
         db.session.commit()
+        ledger.forget_unsent(message.message_id)
         _forget(storage, key)
-        raise QueueUnavailable(lead_import.error) from error
+        raise QueueUnavailable(
+            "The job queue could not be reached; nothing was kept. Upload the file again."
+        ) from error
     return lead_import
 
 

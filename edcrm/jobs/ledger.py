@@ -382,6 +382,17 @@ def retry(job_id: str, broker: dramatiq.Broker | None = None) -> Job:
     return job
 
 
+def forget_unsent(job_id: str) -> None:
+    """The broker refused a first send: the row before_enqueue wrote goes, unless an attempt has already
+    claimed it (the send went through after all), so the ledger lists no job that will never run."""
+    db.session.execute(
+        sa.delete(Job)
+        .where(Job.id == job_id, Job.state == JobState.ENQUEUED, Job.attempts == 0)
+        .execution_options(synchronize_session=False)
+    )
+    db.session.commit()
+
+
 def resend_pending(broker: dramatiq.Broker | None = None) -> list[str]:
     """Send again every job a stopped process left enqueued, running or retrying.
 

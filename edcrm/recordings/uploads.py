@@ -25,6 +25,7 @@ from flask import current_app
 
 from .. import metrics, spool
 from ..extensions import db
+from ..jobs import ledger
 from ..models import CallLog, Job, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
 from ..models.types import utcnow
@@ -293,6 +294,7 @@ def _enqueue(upload: RecordingUpload, actor) -> str:
         log.exception("could not enqueue %s for upload %s", actor.actor_name, upload.id)
         upload.status, upload.job_id = UploadStatus.RECEIVING, None
         db.session.commit()
+        ledger.forget_unsent(message.message_id)
         raise QueueUnavailable("The job queue is unavailable; try again shortly.") from error
     return message.message_id
 
@@ -358,8 +360,9 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
     try:
         return _enqueue(upload, process_recording_upload)
     except QueueUnavailable:
+        # The request changes nothing: the file and its upload go, and the phone sends it again later.
         get_storage().delete(upload.file_key)
-        upload.status, upload.error = UploadStatus.FAILED, "The job queue was unavailable."
+        db.session.delete(upload)
         db.session.commit()
         raise
 
