@@ -9,6 +9,10 @@ from . import api, bodies, errors, health, metrics, openapi, web
 
 
 def init_app(app: Flask) -> None:
+    from . import converters, limits
+
+    converters.init_app(app)  # first: a rule takes its converters from the map when it is added
+    limits.init_app(app)
     errors.init_app(app)
     bodies.init_app(app)
     app.after_request(bearer_challenge)

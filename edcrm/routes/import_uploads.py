@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from flask import current_app, request
 
+from ..forms import record_id
 from ..imports.upload import (
     EmptyFile,
     FileTooLarge,
@@ -46,7 +47,7 @@ def limit_request_size() -> None:
 def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
     """The ids of repeated fields and/or comma-separated values, in order, without repeats.
 
-    ValueError names the values that are not whole numbers.
+    ValueError names the values that are not ids (ASCII digits within 1..MAX_ID).
     """
     ids, bad = [], []
     for value in values:
@@ -54,9 +55,9 @@ def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
             piece = piece.strip()
             if not piece:
                 continue
-            if piece.isascii() and piece.isdigit() and 0 < int(piece) < 2**31:
-                ids.append(int(piece))
-            else:
+            try:
+                ids.append(record_id(piece))
+            except ValueError:
                 bad.append(piece)
     if bad:
         shown = ", ".join(repr(value[:20]) for value in bad[:10])
