@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from flask_wtf import FlaskForm
 from flask_wtf.file import FileField, FileRequired
 from wtforms import BooleanField, EmailField, PasswordField, SelectMultipleField
@@ -10,13 +12,16 @@ from wtforms.widgets import CheckboxInput, ListWidget
 
 from .permissions import MAX_ID
 
+_ID_DIGITS = re.compile(r"[1-9][0-9]{0,9}")
+
 
 def record_id(value) -> int:
-    """A record's id from a form: ASCII digits within 1..MAX_ID, else ValueError (the field's error).
-    int() would take "٣", " 3" or "3_0", and an id past MAX_ID would reach the database."""
+    """A record's id from a form: ASCII digits without a leading zero, within 1..MAX_ID, else ValueError
+    (the field's error). int() would take "٣", " 3" or "3_0", and an id past MAX_ID would reach the
+    database."""
     if isinstance(value, int) and not isinstance(value, bool):
         number = value
-    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= len(str(MAX_ID)):
+    elif isinstance(value, str) and _ID_DIGITS.fullmatch(value):
         number = int(value)
     else:
         raise ValueError(f"{str(value)[:20]!r} is not an id")

@@ -9,8 +9,10 @@ unknown path, and route files keep writing `<int:...>`.
 
 from __future__ import annotations
 
+import re
+
 from flask import Flask
-from werkzeug.routing import IntegerConverter, UnicodeConverter, ValidationError
+from werkzeug.routing import BaseConverter, IntegerConverter, ValidationError
 
 from ..permissions import MAX_ID
 
@@ -19,12 +21,12 @@ _MAX_DIGITS = len(str(MAX_ID))
 
 
 class StrictIntegerConverter(IntegerConverter):
-    """0..MAX_ID (or the route's own min/max within it), written in ASCII digits."""
+    """0..MAX_ID (or the route's own min/max within it), in ASCII digits without a leading zero."""
 
     regex = r"[0-9]+"
 
     def to_python(self, value: str) -> int:
-        if len(value) > _MAX_DIGITS:
+        if len(value) > _MAX_DIGITS or (len(value) > 1 and value.startswith("0")):
             raise ValidationError()
         number = super().to_python(value)
         if number > MAX_ID:
@@ -32,24 +34,17 @@ class StrictIntegerConverter(IntegerConverter):
         return number
 
 
+class JobIdConverter(BaseConverter):
+    """A job id in a path (`<job_id:job_id>`): one segment of at most 64 characters, other than the
+    names of the routes beside it. `/api/jobs/retry-failed` is then not also the job `retry-failed`: a
+    GET of it is a 405, and its `Allow` lists only its own methods (werkzeug gathers those from every
+    rule whose pattern matches the path, so the pattern itself leaves the names out)."""
+
+    RESERVED = ("retry-failed",)
+    regex = "".join(rf"(?!{re.escape(name)}\Z)" for name in RESERVED) + r"[^/]{1,64}"
+
+
 def init_app(app: Flask) -> None:
-    """Install the converter: before any route is added, as rules look converters up when added."""
+    """Install the converters: before any route is added, as rules look converters up when added."""
     app.url_map.converters["int"] = StrictIntegerConverter
     app.url_map.converters["job_id"] = JobIdConverter
-
-
-class JobIdConverter(UnicodeConverter):
-    """A job id in a path (`<job_id:job_id>`): one segment of at most 64 characters, other than the
-    names of the routes beside it (`/api/jobs/retry-failed` is not the job `retry-failed`, so its
-    `Allow` lists only its own methods)."""
-
-    RESERVED = frozenset({"retry-failed"})
-
-    def __init__(self, map, *args, **kwargs) -> None:
-        kwargs.setdefault("maxlength", 64)
-        super().__init__(map, *args, **kwargs)
-
-    def to_python(self, value: str) -> str:
-        if value in self.RESERVED:
-            raise ValidationError()
-        return value

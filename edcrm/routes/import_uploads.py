@@ -18,6 +18,9 @@ from ..imports.upload import (
     QueueUnavailable,
 )
 
+#: What may stand around an id in a form value (only these: the document's pattern names them).
+BLANKS = " \t\r\n"
+
 #: Room for the multipart framing and the other fields, on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -47,14 +50,14 @@ def limit_request_size() -> None:
 def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
     """The ids of repeated fields and/or comma-separated values, in order, without repeats.
 
-    ValueError names the values that are not ids (ASCII digits within 1..MAX_ID).
+    Each value is one id or several separated by commas, with blanks (spaces, tabs, line breaks) around
+    them: the form edcrm/openapi.json gives. ValueError names the pieces that are not ids (ASCII digits
+    within 1..MAX_ID, no leading zero), an empty one included.
     """
     ids, bad = [], []
     for value in values:
         for piece in value.split(","):
-            piece = piece.strip()
-            if not piece:
-                continue
+            piece = piece.strip(BLANKS)
             try:
                 ids.append(record_id(piece))
             except ValueError:

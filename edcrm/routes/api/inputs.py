@@ -2,9 +2,10 @@
 
 Integers are database-sized everywhere (edcrm.permissions.MAX_ID at most, 1 at least unless a field
 says otherwise): a bigger one is a 422 here, never an overflow in the database. In a query string an
-integer is ASCII digits (a `-` before them for a negative one); in JSON it is a number without a
-fractional part (`86400.0` is 86400, as JSON Schema's `integer` has it). `null` in JSON is an absent
-field, and so is an empty string field in a query string (an empty integer or choice is invalid).
+integer is ASCII digits without a leading zero (a `-` before them for a negative one); in JSON it is a
+number without a fractional part (`86400.0` is 86400, as JSON Schema's `integer` has it). `null` in
+JSON is an absent field, and so is an empty string field in a query string (an empty integer or choice
+is invalid). edcrm/openapi.json says the same, field by field.
 """
 
 from __future__ import annotations
@@ -25,8 +26,12 @@ MAX_JSON_BYTES = 1024 * 1024
 
 _MISSING = object()
 
-#: An integer in a query string: ASCII digits only (int() would also take "٣", " 3", "+3" and "3_0").
-_QUERY_INTEGER = re.compile(r"-?[0-9]{1,20}")
+#: A required string must hold more than these (ASCII whitespace: the document's pattern names them).
+BLANKS = " \t\n\r\f\v"
+
+#: An integer in a query string: ASCII digits without a leading zero (int() would also take "٣", " 3",
+#: "+3", "3_0" and "007").
+_QUERY_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,19})")
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -119,7 +124,7 @@ class Fields:
         if not isinstance(value, str):
             self.errors[name] = "must be a string"
             return None
-        if required and not value.strip():
+        if required and not value.strip(BLANKS):
             self.errors[name] = "is required"
         elif len(value) > max_length:
             self.errors[name] = f"must be at most {max_length} characters"

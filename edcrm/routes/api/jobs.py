@@ -31,11 +31,11 @@ def job_json(job: Job) -> dict:
     return data
 
 
-def job_filter(fields: Fields) -> listing.JobFilter:
+def job_filter(fields: Fields, *, with_state: bool = True) -> listing.JobFilter:
     """?state=&queue=&actor= (or the same fields of a JSON body), within what the caller may see."""
     return listing.JobFilter(
         visible_jobs(g.user),
-        state=fields.choice("state", JobState, required=False),
+        state=fields.choice("state", JobState, required=False) if with_state else None,
         queue=fields.string("queue", max_length=120, required=False),
         actor=fields.string("actor", max_length=120, required=False),
     )
@@ -101,7 +101,7 @@ def cancel_job(job_id: str):
 def retry_failed_jobs():
     """Retry every failed job of a filter ({"queue", "actor"}, both optional; none: all of them)."""
     fields = Fields(optional_json_object())
-    where = job_filter(fields)
+    where = job_filter(fields, with_state=False)  # failed ones, whatever else a body says
     fields.check()
     try:
         report = listing.retry_failed(where)
