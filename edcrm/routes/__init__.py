@@ -5,12 +5,10 @@ from __future__ import annotations
 from flask import Flask
 
 from ..permissions import bearer_challenge
-from . import api, bodies, errors, health, metrics, openapi, web
+from . import api, bodies, converters, errors, health, limits, metrics, openapi, web
 
 
 def init_app(app: Flask) -> None:
-    from . import converters, limits
-
     converters.init_app(app)  # first: a rule takes its converters from the map when it is added
     limits.init_app(app)
     errors.init_app(app)

@@ -15,7 +15,8 @@ from integration.helpers import REPO
 HUGE = 2**63  # past every integer column: an OverflowError (SQLite) or a refused comparison (PostgreSQL)
 FULL_WIDTH = {ord("0") + digit: 0xFF10 + digit for digit in range(10)}  # "1" -> "\uff11"
 
-#: A failed job of the branch of the user whose id is argv[1], on queue argv[2]; prints its id.
+#: A failed job of the branch of the user whose id is argv[1], on queue argv[2]; prints its id. Its actor
+#: serves no record (a retry of a recording job whose upload is gone would be refused).
 MAKE_FAILED_JOB = """
 import sys, uuid
 from edcrm import create_app
@@ -25,7 +26,7 @@ from edcrm.models.types import utcnow
 app = create_app()
 with app.app_context():
     user = db.session.get(User, int(sys.argv[1]))
-    job = Job(id=str(uuid.uuid4()), actor="process_recording_upload", queue=sys.argv[2], args=["0" * 32],
+    job = Job(id=str(uuid.uuid4()), actor="ping", queue=sys.argv[2], args=[],
               state=JobState.FAILED, branch_id=user.branch_id, enqueued_at=utcnow(), finished_at=utcnow())
     db.session.add(job)
     db.session.commit()
