@@ -40,6 +40,13 @@ timeout = 120
 graceful_timeout = 30  # for requests in flight (and the embedded job workers) on restart or shutdown
 keepalive = 5
 
+# The longest request line gunicorn takes (its maximum; the default is 4094): the app itself answers a
+# URL over 4096 bytes with the API's 414 (edcrm.routes.limits). Longer lines, a header line over 8190
+# bytes or more than 100 headers are refused by gunicorn with its own 414/431 page.
+limit_request_line = 8190
+limit_request_fields = 100
+limit_request_field_size = 8190
+
 accesslog = "-"  # stdout
 errorlog = "-"  # stderr
 # No runtime control socket (gunicorn 25.1+): unused here, and every instance on the machine would share

@@ -117,17 +117,27 @@ def test_duration_must_be_a_whole_number_of_seconds(client, telecaller, lead, du
     assert set(fields(response)) == {"duration_seconds"}
 
 
-@pytest.mark.parametrize("lead_id", ["1", 0, -3, 1.0, [1]])
+@pytest.mark.parametrize("lead_id", ["1", 0, -3, 1.5, [1], True])
 def test_lead_id_must_be_a_positive_integer(client, telecaller, lead_id):
     response = log_call(client, telecaller, lead_id=lead_id, outcome="busy", duration_seconds=1)
 
     assert set(fields(response)) == {"lead_id"}
 
 
-def test_a_huge_lead_id_is_404_not_an_error(client, telecaller):
+def test_a_huge_lead_id_is_422_not_an_error(client, telecaller):
     response = log_call(client, telecaller, lead_id=2**70, outcome="busy", duration_seconds=1)
 
-    assert response.status_code == 404
+    assert response.status_code == 422
+    assert fields(response)["lead_id"] == f"must be at most {2**31 - 1}"
+
+
+def test_a_whole_number_written_as_a_float_is_that_number(client, telecaller, lead):
+    """JSON Schema's integer: 86400.0 is 86400 (JavaScript clients cannot tell them apart)."""
+    body = {"lead_id": float(lead.id), "outcome": "busy", "duration_seconds": 86_400.0}
+    response = client.post("/api/call-logs", json=body, headers=bearer(telecaller))
+
+    assert response.status_code == 201
+    assert (response.get_json()["lead_id"], response.get_json()["duration_seconds"]) == (lead.id, 86_400)
 
 
 @pytest.mark.parametrize(
@@ -203,7 +213,7 @@ def test_ids_beyond_the_integer_columns_are_404_on_postgresql(pg_app):
         client = pg_app.test_client()
 
         body = {"lead_id": 2**31, "outcome": "busy", "duration_seconds": 1}
-        assert client.post("/api/call-logs", json=body, headers=headers).status_code == 404
+        assert client.post("/api/call-logs", json=body, headers=headers).status_code == 422
         assert client.get(f"/api/call-logs/{2**31}", headers=headers).status_code == 404
         assert (
             client.get("/api/leads?cursor=eyJhZnRlciI6MTA5OTUxMTYyNzc3Nn0", headers=headers).status_code

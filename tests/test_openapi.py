@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import re
+from importlib import resources
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from jsonschema import Draft202012Validator, ValidationError
 from openapi_spec_validator import validate
 
@@ -130,3 +134,119 @@ def test_revalidation(app):
     client = app.test_client()
     etag = client.get("/api/openapi.json").headers["ETag"]
     assert client.get("/api/openapi.json", headers={"If-None-Match": etag}).status_code == 304
+
+
+# -- the contract's failures, on every operation (see "Failures and bad input") ------------------------
+
+
+def operations(document):
+    for path, item in document["paths"].items():
+        for method, operation in item.items():
+            if method in HTTP_METHODS:
+                yield path, method, operation
+
+
+def answer(document, response: dict) -> dict:
+    """A response object, its $ref resolved."""
+    if "$ref" in response:
+        return document["components"]["responses"][response["$ref"].rsplit("/", 1)[-1]]
+    return response
+
+
+def test_every_operation_documents_timeouts_and_oversized_requests(document):
+    for path, method, operation in operations(document):
+        assert {"408", "414", "431"} <= set(operation["responses"]), f"{method.upper()} {path}"
+
+
+def test_every_operation_with_a_body_documents_an_incomplete_one(document):
+    for path, method, operation in operations(document):
+        if "requestBody" in operation:
+            description = answer(document, operation["responses"]["400"])["description"]
+            assert "incomplete_body" in description, f"{method.upper()} {path}"
+
+
+def test_every_operation_on_a_dependency_documents_its_503_with_retry_after(document):
+    for path, method, operation in operations(document):
+        if path == "/api/openapi.json":  # packaged with the code: it needs nothing
+            assert "503" not in operation["responses"]
+            continue
+        unavailable = answer(document, operation["responses"]["503"])
+        headers = unavailable["headers"]
+        retry_after = headers["Retry-After"]
+        if "$ref" in retry_after:
+            retry_after = document["components"]["headers"][retry_after["$ref"].rsplit("/", 1)[-1]]
+        assert retry_after["required"] is True, f"{method.upper()} {path}"
+        if path != "/healthz":
+            assert "_unavailable`" in unavailable["description"], f"{method.upper()} {path}"
+
+
+@pytest.mark.parametrize(
+    ("path", "method", "code", "status"),
+    [
+        ("/api/recordings/uploads/{upload_id}/chunks/{index}", "put", "unsupported_media_type", "415"),
+        ("/api/recordings/uploads/{upload_id}/chunks/{index}", "put", "MAX_RECORDING_BYTES", "413"),
+        ("/api/recordings/uploads/{upload_id}/chunks/{index}", "put", "upload_state_conflict", "409"),
+        ("/api/call-logs/{call_log_id}/recording", "post", "unsupported_media_type", "415"),
+        ("/api/imports", "post", "unsupported_media_type", "415"),
+        ("/api/imports", "post", "storage_unavailable", "503"),
+        ("/api/recordings/uploads/{upload_id}/chunks/{index}", "put", "storage_unavailable", "503"),
+        ("/api/auth/token", "post", "too_many_requests", "429"),
+    ],
+)
+def test_the_contracts_answers_are_documented(document, path, method, code, status):
+    response = answer(document, document["paths"][path][method]["responses"][status])
+    assert code in response["description"]
+    if status == "429":
+        assert "Retry-After" in response["headers"]
+
+
+def test_every_integer_parameter_is_within_the_columns(document):
+    for path, method, operation in operations(document):
+        for parameter in operation.get("parameters", []):
+            schema = parameter["schema"]
+            if schema.get("type") == "integer":
+                assert schema["maximum"] <= 2**31 - 1, f"{method.upper()} {path} {parameter['name']}"
+
+
+def test_the_documented_cursor_forms_are_the_servers(document):
+    from edcrm.routes.api.pagination import ID_CURSOR, JOB_CURSOR
+
+    schemas = document["components"]["schemas"]
+    assert schemas["LeadCursor"]["pattern"] == f"^{ID_CURSOR.pattern}$"
+    assert schemas["JobCursor"]["pattern"] == f"^{JOB_CURSOR.pattern}$"
+
+
+def telecaller_ids_pattern() -> str:
+    """The pattern of a telecaller_ids value of POST /api/imports, from the packaged document (read here,
+    not through the app: hypothesis runs a test many times, and a function-scoped fixture only once)."""
+    document = json.loads(resources.files("edcrm").joinpath("openapi.json").read_text())
+    ids = document["components"]["schemas"]["ImportUpload"]["properties"]["telecaller_ids"]
+    return ids["items"]["pattern"]
+
+
+@pytest.fixture(scope="module")
+def document_pattern():
+    return telecaller_ids_pattern()
+
+
+@given(st.integers(-(10**12), 10**12))
+def test_the_documented_telecaller_ids_are_the_ids_the_server_takes(document_pattern, number):
+    from edcrm.routes.import_uploads import parse_telecaller_ids
+
+    text = str(number)
+    documented = re.fullmatch(document_pattern, text) is not None
+    try:
+        parse_telecaller_ids([text])
+    except ValueError:
+        taken = False
+    else:
+        taken = True
+    assert documented == taken == (0 < number <= 2**31 - 1)
+
+
+@given(st.data())
+def test_every_documented_telecaller_id_list_is_taken(document_pattern, data):
+    from edcrm.routes.import_uploads import parse_telecaller_ids
+
+    text = data.draw(st.from_regex(document_pattern, fullmatch=True))
+    assert parse_telecaller_ids([text])

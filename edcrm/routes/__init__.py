@@ -5,10 +5,12 @@ from __future__ import annotations
 from flask import Flask
 
 from ..permissions import bearer_challenge
-from . import api, bodies, errors, health, metrics, openapi, web
+from . import api, bodies, converters, errors, health, limits, metrics, openapi, web
 
 
 def init_app(app: Flask) -> None:
+    converters.init_app(app)  # first: a rule takes its converters from the map when it is added
+    limits.init_app(app)
     errors.init_app(app)
     bodies.init_app(app)
     app.after_request(bearer_challenge)

@@ -7,6 +7,7 @@ from collections.abc import Iterable
 
 from flask import current_app, request
 
+from ..forms import record_id
 from ..imports.upload import (
     EmptyFile,
     FileTooLarge,
@@ -16,6 +17,9 @@ from ..imports.upload import (
     NoTelecallers,
     QueueUnavailable,
 )
+
+#: What may stand around an id in a form value (only these: the document's pattern names them).
+BLANKS = " \t\r\n"
 
 #: Room for the multipart framing and the other fields, on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -46,17 +50,17 @@ def limit_request_size() -> None:
 def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
     """The ids of repeated fields and/or comma-separated values, in order, without repeats.
 
-    ValueError names the values that are not whole numbers.
+    Each value is one id or several separated by commas, with blanks (spaces, tabs, line breaks) around
+    them: the form edcrm/openapi.json gives. ValueError names the pieces that are not ids (ASCII digits
+    within 1..MAX_ID, no leading zero), an empty one included.
     """
     ids, bad = [], []
     for value in values:
         for piece in value.split(","):
-            piece = piece.strip()
-            if not piece:
-                continue
-            if piece.isascii() and piece.isdigit() and 0 < int(piece) < 2**31:
-                ids.append(int(piece))
-            else:
+            piece = piece.strip(BLANKS)
+            try:
+                ids.append(record_id(piece))
+            except ValueError:
                 bad.append(piece)
     if bad:
         shown = ", ".join(repr(value[:20]) for value in bad[:10])

@@ -1,20 +1,37 @@
-"""Parsing what API clients send: JSON objects and query strings, with every field error at once."""
+"""Parsing what API clients send: JSON objects and query strings, with every field error at once.
+
+Integers are database-sized everywhere (edcrm.permissions.MAX_ID at most, 1 at least unless a field
+says otherwise): a bigger one is a 422 here, never an overflow in the database. In a query string an
+integer is ASCII digits without a leading zero (a `-` before them for a negative one); in JSON it is a
+number without a fractional part (`86400.0` is 86400, as JSON Schema's `integer` has it). `null` in
+JSON is an absent field, and so is an empty string field in a query string (an empty integer or choice
+is invalid). edcrm/openapi.json says the same, field by field.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import enum
+import math
+import re
 from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from flask import request
 
+from ...permissions import MAX_ID
 from ..errors import ApiError
 
 #: A JSON body is a handful of fields; anything bigger is a mistake (files go through uploads).
 MAX_JSON_BYTES = 1024 * 1024
 
 _MISSING = object()
+
+#: A required string must hold more than these (ASCII whitespace: the document's pattern names them).
+BLANKS = " \t\n\r\f\v"
+
+#: An integer in a query string: ASCII digits without a leading zero (int() would also take "٣", " 3",
+#: "+3", "3_0" and "007").
+_QUERY_INTEGER = re.compile(r"-?(?:0|[1-9][0-9]{0,19})")
 
 E = TypeVar("E", bound=enum.Enum)
 
@@ -34,6 +51,16 @@ def json_object() -> dict[str, Any]:
     return body
 
 
+def optional_json_object() -> dict[str, Any]:
+    """The request's JSON object, or {} for a request without a body, whether the body is framed by
+    Content-Length or sent chunked (`Transfer-Encoding: chunked`: no Content-Length at all)."""
+    if request.max_content_length is None or request.max_content_length > MAX_JSON_BYTES:
+        request.max_content_length = MAX_JSON_BYTES
+    if not request.get_data(cache=True):  # cached: json_object() reads the same bytes
+        return {}
+    return json_object()
+
+
 class Fields:
     """Reads fields of a JSON object (or, with text=True, of a query string) and collects the errors,
     so that a client learns about every bad field in one answer: call check() once all are read."""
@@ -41,9 +68,9 @@ class Fields:
     def __init__(self, data: Mapping[str, Any], *, text: bool = False):
         self.data, self.text, self.errors = data, text, {}
 
-    def _get(self, name: str, required: bool):
+    def _get(self, name: str, required: bool, *, empty_is_missing: bool = True):
         value = self.data.get(name, _MISSING)
-        if value is _MISSING or value is None or (self.text and value == ""):
+        if value is _MISSING or value is None or (self.text and empty_is_missing and value == ""):
             if required:
                 self.errors[name] = "is required"
             return _MISSING
@@ -53,25 +80,40 @@ class Fields:
         self,
         name: str,
         *,
-        minimum: int | None = None,
-        maximum: int | None = None,
+        minimum: int = 1,
+        maximum: int = MAX_ID,
         required: bool = True,
         default: int | None = None,
     ) -> int | None:
-        value = self._get(name, required)
+        """A whole number within minimum..maximum (by default 1..MAX_ID; never past MAX_ID)."""
+        value = self._get(name, required, empty_is_missing=False)
         if value is _MISSING:
             return default
-        if self.text and isinstance(value, str):
-            with contextlib.suppress(ValueError):  # not a number: answered below
-                value = int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
+        number = self._whole_number(value)
+        if number is None:
             self.errors[name] = "must be a whole number"
             return None
-        if minimum is not None and value < minimum:
+        maximum = min(maximum, MAX_ID)
+        if number < minimum:
             self.errors[name] = f"must be at least {minimum}"
-        elif maximum is not None and value > maximum:
+            return None
+        if number > maximum:
             self.errors[name] = f"must be at most {maximum}"
-        return value
+            return None
+        return number
+
+    def _whole_number(self, value: Any) -> int | None:
+        if self.text:
+            if isinstance(value, str) and _QUERY_INTEGER.fullmatch(value):
+                return int(value)
+            return None
+        if isinstance(value, bool):
+            return None
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and math.isfinite(value) and value.is_integer():
+            return int(value)
+        return None
 
     def string(
         self, name: str, *, max_length: int, required: bool = True, default: str | None = None
@@ -82,14 +124,14 @@ class Fields:
         if not isinstance(value, str):
             self.errors[name] = "must be a string"
             return None
-        if required and not value.strip():
+        if required and not value.strip(BLANKS):
             self.errors[name] = "is required"
         elif len(value) > max_length:
             self.errors[name] = f"must be at most {max_length} characters"
         return value
 
     def choice(self, name: str, choices: type[E], *, required: bool = True) -> E | None:
-        value = self._get(name, required)
+        value = self._get(name, required, empty_is_missing=False)
         if value is _MISSING:
             return None
         try:

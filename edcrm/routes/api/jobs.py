@@ -12,8 +12,8 @@ from ...models import Job, JobState, Role
 from ...permissions import api_auth, job_for, visible_jobs
 from ..errors import ApiError
 from . import bp
-from .inputs import Fields, json_object
-from .pagination import DEFAULT_LIMIT, MAX_LIMIT
+from .inputs import Fields, optional_json_object
+from .pagination import DEFAULT_LIMIT, MAX_LIMIT, cursor_param, decode_job_cursor, encode_job_cursor
 
 
 def job_json(job: Job) -> dict:
@@ -31,11 +31,11 @@ def job_json(job: Job) -> dict:
     return data
 
 
-def job_filter(fields: Fields) -> listing.JobFilter:
+def job_filter(fields: Fields, *, with_state: bool = True) -> listing.JobFilter:
     """?state=&queue=&actor= (or the same fields of a JSON body), within what the caller may see."""
     return listing.JobFilter(
         visible_jobs(g.user),
-        state=fields.choice("state", JobState, required=False),
+        state=fields.choice("state", JobState, required=False) if with_state else None,
         queue=fields.string("queue", max_length=120, required=False),
         actor=fields.string("actor", max_length=120, required=False),
     )
@@ -57,27 +57,24 @@ def list_jobs():
     fields = Fields(request.args, text=True)
     where = job_filter(fields)
     limit = fields.integer("limit", minimum=1, maximum=MAX_LIMIT, required=False, default=DEFAULT_LIMIT)
-    cursor = fields.string("cursor", max_length=400, required=False)
-    after = listing.Position.decode(cursor) if cursor else None
-    if cursor and after is None:
-        fields.error("cursor", "is not a cursor this API returned")
+    after = cursor_param(fields, decode_job_cursor)
     fields.check()
     jobs, next_position = listing.page(where, limit, after, with_errors=True)
     return {
         "items": [job_json(job) for job in jobs],
         "counts": listing.counts_by_state(where),
         "queues": listing.counts_by_queue(where),
-        "next": next_position.encode() if next_position else None,
+        "next": encode_job_cursor(next_position) if next_position else None,
     }
 
 
-@bp.get("/jobs/<job_id>")
+@bp.get("/jobs/<job_id:job_id>")
 @api_auth(Role.ADMIN)
 def get_job(job_id: str):
     return job_json(job_for(g.user, job_id))
 
 
-@bp.post("/jobs/<job_id>/retry")
+@bp.post("/jobs/<job_id:job_id>/retry")
 @api_auth(Role.ADMIN)
 def retry_job(job_id: str):
     job = job_for(g.user, job_id)
@@ -89,7 +86,7 @@ def retry_job(job_id: str):
         raise _unavailable(error) from None
 
 
-@bp.post("/jobs/<job_id>/cancel")
+@bp.post("/jobs/<job_id:job_id>/cancel")
 @api_auth(Role.ADMIN)
 def cancel_job(job_id: str):
     job = job_for(g.user, job_id)
@@ -103,8 +100,8 @@ def cancel_job(job_id: str):
 @api_auth(Role.ADMIN)
 def retry_failed_jobs():
     """Retry every failed job of a filter ({"queue", "actor"}, both optional; none: all of them)."""
-    fields = Fields(json_object() if request.content_length else {})
-    where = job_filter(fields)
+    fields = Fields(optional_json_object())
+    where = job_filter(fields, with_state=False)  # failed ones, whatever else a body says
     fields.check()
     try:
         report = listing.retry_failed(where)
