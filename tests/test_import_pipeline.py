@@ -6,13 +6,13 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import threading
 import uuid
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
 from conftest import make_user
+from import_race import force_overlapping_batches
 
 from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
@@ -479,29 +479,7 @@ def test_two_overlapping_imports_of_one_branch_at_once_both_complete_without_a_r
     """The first import's batch has looked its phones up when the second commits leads with some of
     them: the second waits for the first's commit (SQLite's write lock, taken before the lookup), then
     finds those phones taken and reports them as duplicates. No IntegrityError, no retry."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
-    first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
-    second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
-    first_looked_up, second_committed = threading.Event(), threading.Event()
-    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
-
-    def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
-        known = known_leads(self, batch, lookup, cursor)
-        if batch[0].cells[0] == "A 100":  # its second batch (the first writes before its lookup)
-            first_looked_up.set()
-            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
-        return known
-
-    def commit_once_the_first_looked_up(self, batch):
-        second = batch[0].cells[0].startswith("B ")
-        if second:
-            first_looked_up.wait(timeout=10)
-        commit_batch(self, batch)
-        if second:
-            second_committed.set()
-
-    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    first, second = force_overlapping_batches(monkeypatch)
     ids = [queue_import(branch, csv_text(rows).encode(), callers) for rows in (first, second)]
     run_jobs(stub_broker, stub_worker)
     db.session.expire_all()

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import csv
 import io
-import threading
 import uuid
 from collections import Counter
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
+from import_race import force_overlapping_batches
 
 from edcrm import create_app
 from edcrm.actors.imports import import_leads
@@ -248,33 +248,11 @@ def test_overlapping_imports_racing_for_a_batch_both_complete_without_a_retry(pg
     """As on SQLite (tests/test_import_pipeline.py): the first import's batch has looked its phones up
     when the second tries to commit some of them; the branch row's lock makes the second wait, then
     report them as duplicates. Both complete at their first attempt, every phone once."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
     branch = Branch(name=f"Kollam {uuid.uuid4().hex[:6]}")
     db.session.add(branch)
     db.session.commit()
     callers = telecallers(branch, 3)
-    first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
-    second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
-    first_looked_up, second_committed = threading.Event(), threading.Event()
-    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
-
-    def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
-        known = known_leads(self, batch, lookup, cursor)
-        if batch[0].cells[0] == "A 100":  # its second batch (the first writes before its lookup)
-            first_looked_up.set()
-            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
-        return known
-
-    def commit_once_the_first_looked_up(self, batch):
-        second = batch[0].cells[0].startswith("B ")
-        if second:
-            first_looked_up.wait(timeout=10)
-        commit_batch(self, batch)
-        if second:
-            second_committed.set()
-
-    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    first, second = force_overlapping_batches(monkeypatch)
     ids = [queue_import(branch, rows_csv(rows), callers) for rows in (first, second)]
     wait_all(worker)
     db.session.expire_all()
