@@ -90,7 +90,9 @@ def test_an_admin_imports_a_csv_and_watches_it_finish(browser_context, served, s
 
     with page.expect_download() as download:
         page.get_by_role("link", name="Download the error report (CSV)").click()
-    report = list(csv.reader(io.StringIO(download.value.path().read_text())))
+    raw = download.value.path().read_bytes()
+    assert raw.startswith("\ufeff".encode())  # a BOM, so that Excel reads the names as UTF-8
+    report = list(csv.reader(io.StringIO(raw.decode("utf-8-sig"))))
     assert report[0][:2] == ["row_number", "reasons"]
     assert len(report) - 1 == rejected
     assert report[1][0] == "7" and "phone" in report[1][1]  # data row 5 is line 7 of the file
