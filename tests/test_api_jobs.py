@@ -309,12 +309,17 @@ def test_cancelling_a_recording_job_ends_its_upload_and_a_retry_still_makes_the_
     assert db.session.get(Job, job_id).state is JobState.SUCCEEDED
 
 
-def cancelled_import_job(app, client, admin, telecallers, stub_broker, stub_worker) -> tuple[int, str]:
+def cancelled_import_job(app, client, admin, telecallers, stub_broker) -> tuple[int, str]:
     """An import whose file went missing before its job ran: import and job end cancelled."""
     created = post_import(client, admin, SAMPLE_CSV, [c.id for c in telecallers]).get_json()
     for path in stored_files(app):
         path.unlink()
-    drain(stub_broker, stub_worker, "csv_import")
+    worker = dramatiq.Worker(stub_broker, worker_timeout=50)  # only now: the job must find no file
+    worker.start()
+    try:
+        drain(stub_broker, worker, "csv_import")
+    finally:
+        stop_worker(stub_broker, worker)
     assert db.session.get(LeadImport, created["id"]).status is ImportStatus.CANCELLED
     assert db.session.get(Job, created["job_id"]).state is JobState.CANCELLED
     return created["id"], created["job_id"]
@@ -326,9 +331,8 @@ def test_a_job_whose_retry_could_only_end_cancelled_is_refused_with_the_reason(
     admin,
     callers,  # noqa: F811
     stub_broker,
-    stub_worker,
 ):
-    _, job_id = cancelled_import_job(app, client, admin, callers, stub_broker, stub_worker)
+    _, job_id = cancelled_import_job(app, client, admin, callers, stub_broker)
     refused = client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin))
     assert refused.status_code == 409
     error = refused.get_json()["error"]
