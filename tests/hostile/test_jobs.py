@@ -8,7 +8,7 @@ import random
 
 import pytest
 from audio_samples import wav
-from s3_server import AWS_ENV, MotoS3Server
+from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 from edcrm.models.recording import UploadReason
 
@@ -54,24 +54,14 @@ def job_of(server: Server, job_id: str) -> dict:
     return answer.json()
 
 
-@pytest.fixture
-def s3(monkeypatch):
-    """moto's S3 server in this process, for a gunicorn of the test's own to store on."""
-    for name, value in AWS_ENV.items():
-        monkeypatch.setenv(name, value)
-    server = MotoS3Server()
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def test_a_cancelled_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(serve, s3):
-    bucket = s3.create_bucket()
+def test_a_cancelled_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(
+    serve,
+    s3_server,  # noqa: F811
+):
+    bucket = s3_server.create_bucket()
     server = serve(
         STORAGE_URL=f"s3://{bucket}/edcrm",
-        S3_ENDPOINT_URL=s3.endpoint_url,
+        S3_ENDPOINT_URL=s3_server.endpoint_url,
         # A backoff long enough that the job is still `retrying` when it is cancelled.
         JOB_MIN_BACKOFF_MS="120000",
         JOB_MAX_BACKOFF_MS="120000",
@@ -80,7 +70,7 @@ def test_a_cancelled_recording_job_ends_its_upload_and_a_retry_after_the_outage_
     audio = wav(1.0)
     upload_id = upload_in_chunks(server, audio, parts=3)
 
-    with s3.stopped():  # the recording cannot be finalized: the job fails its attempt and waits
+    with s3_server.stopped():  # the recording cannot be finalized: the job fails its attempt and waits
         job_id = complete(server, upload_id)
         waiting = wait_until(
             lambda: (job := job_of(server, job_id))["state"] == "retrying" and job["errors"] and job,
