@@ -95,7 +95,8 @@ def _remove(pid: int) -> None:
         shutil.rmtree(_made.pop(pid), ignore_errors=True)
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process of this host has that pid (another user's counts as alive)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -117,7 +118,7 @@ def sweep(now: float | None = None) -> int:
             if not name.startswith(prefix) or not name[len(prefix) :].isdigit():
                 continue
             pid = int(name[len(prefix) :])
-            if pid != os.getpid() and not _alive(pid):
+            if pid != os.getpid() and not process_alive(pid):
                 shutil.rmtree(entry.path, ignore_errors=True)
                 removed += 1
         cutoff = (time.time() if now is None else now) - LOOSE_SPOOL_AGE_S

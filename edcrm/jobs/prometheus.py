@@ -26,17 +26,9 @@ from pathlib import Path
 import dramatiq
 from dramatiq.middleware.prometheus import DB_PATH, Prometheus
 
+from ..spool import process_alive
+
 log = logging.getLogger(__name__)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # someone else's process
-        return True
-    return True
 
 
 def remove_stale_files(path: str | os.PathLike) -> int:
@@ -45,7 +37,7 @@ def remove_stale_files(path: str | os.PathLike) -> int:
     removed = 0
     for file in Path(path).glob("*.db"):
         pid = file.stem.rsplit("_", 1)[-1]
-        if pid.isdigit() and (int(pid) == os.getpid() or not _alive(int(pid))):
+        if pid.isdigit() and (int(pid) == os.getpid() or not process_alive(int(pid))):
             file.unlink(missing_ok=True)
             removed += 1
     return removed
