@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import threading
 
-from edcrm.imports import pipeline
+from edcrm.imports import batch_reader, batch_writer
 
 
 def force_overlapping_batches(monkeypatch) -> tuple[list[list[str]], list[list[str]]]:
     """Rows of two imports sharing 150 phones, with the importer patched so that the first import's
     second batch has looked its phones up when the second import commits leads with some of them.
     Batches are 100 rows; returns the two files' rows."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 100)
     first = [[f"A {n}", f"98{n:08d}", "", ""] for n in range(300)]
     second = [[f"B {n}", f"98{n:08d}", "", ""] for n in range(150, 450)]
     first_looked_up, second_committed = threading.Event(), threading.Event()
-    known_leads, commit_batch = pipeline.BatchImporter.known_leads, pipeline.BatchImporter.commit_batch
+    known_leads, commit_batch = batch_writer.BatchWriter.known_leads, batch_writer.BatchWriter.commit_batch
 
     def look_up_then_let_the_other_commit(self, batch, lookup, cursor):
         known = known_leads(self, batch, lookup, cursor)
@@ -32,6 +32,6 @@ def force_overlapping_batches(monkeypatch) -> tuple[list[list[str]], list[list[s
         if second:
             second_committed.set()
 
-    monkeypatch.setattr(pipeline.BatchImporter, "known_leads", look_up_then_let_the_other_commit)
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", commit_once_the_first_looked_up)
+    monkeypatch.setattr(batch_writer.BatchWriter, "known_leads", look_up_then_let_the_other_commit)
+    monkeypatch.setattr(batch_writer.BatchWriter, "commit_batch", commit_once_the_first_looked_up)
     return first, second

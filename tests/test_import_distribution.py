@@ -62,3 +62,12 @@ def test_interleaved_batches_of_two_imports_keep_each_import_balanced(ids, batch
     for name in "AB":
         per_telecaller = [counts[name].get(i, 0) for i in ids]
         assert max(per_telecaller) - min(per_telecaller) <= 1
+
+
+@given(ids=telecaller_sets, start=st.integers(0, 10**6), counts=st.lists(st.integers(0, 50), max_size=6))
+def test_taking_a_batch_of_ids_equals_taking_them_one_by_one(ids, start, counts):
+    """A batch's telecallers come from take(); they are the ids next() gives, and the rotation goes on."""
+    by_batch, one_by_one = RoundRobin(ids, start), RoundRobin(ids, start)
+    for count in counts:
+        assert by_batch.take(count) == [one_by_one.next() for _ in range(count)]
+        assert by_batch.position == one_by_one.position

@@ -16,7 +16,7 @@ from import_race import force_overlapping_batches
 
 from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
-from edcrm.imports import pipeline
+from edcrm.imports import batch_reader, batch_writer, lifecycle
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport, Role
@@ -461,7 +461,7 @@ def test_duplicates_in_the_file_and_against_the_branch_are_counted_and_reported(
 def test_a_duplicate_in_a_later_batch_is_found_among_the_committed_leads(
     app, branch, callers, stub_broker, stub_worker, monkeypatch
 ):
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 2)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 2)
     rows = [ROWS[0], ROWS[1], ROWS[2], ["Asha Again", "9847012301", "", ""], ROWS[0]]
 
     lead_import = import_file(branch, csv_text(rows).encode(), callers, stub_broker, stub_worker)
@@ -582,16 +582,16 @@ def many_rows(count: int, start: int = 0) -> list[list[str]]:
 
 
 def test_processed_rows_grows_batch_by_batch(app, branch, callers, stub_broker, stub_worker, monkeypatch):
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 4)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 4)
     seen = []
-    commit_batch = pipeline.BatchImporter.commit_batch
+    commit_batch = batch_writer.BatchWriter.commit_batch
 
     def watch(self, batch):
         commit_batch(self, batch)
         with app.app_context():  # what a poller sees, from another session
             seen.append(db.session.get(LeadImport, self.import_id).processed_rows)
 
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", watch)
+    monkeypatch.setattr(batch_writer.BatchWriter, "commit_batch", watch)
 
     lead_import = import_file(branch, csv_text(many_rows(10)).encode(), callers, stub_broker, stub_worker)
 
@@ -608,9 +608,9 @@ def test_a_batch_that_fails_before_its_commit_is_redone_exactly_once_by_the_retr
 ):
     """The third batch's leads are written, then the attempt dies before the commit: its retry resumes
     after the second batch, and every valid row becomes exactly one lead."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 3)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 3)
     calls = []
-    advance = pipeline.advance_cursor
+    advance = batch_writer.advance_cursor
 
     def crash_once_in_the_third_batch(branch_id, count):
         calls.append(count)
@@ -618,7 +618,7 @@ def test_a_batch_that_fails_before_its_commit_is_redone_exactly_once_by_the_retr
         if len(calls) == 3:
             raise Crash("the worker died mid-batch")  # ...but never committed
 
-    monkeypatch.setattr(pipeline, "advance_cursor", crash_once_in_the_third_batch)
+    monkeypatch.setattr(batch_writer, "advance_cursor", crash_once_in_the_third_batch)
     rows = [*many_rows(10), ["Bad", "123", "", ""], *many_rows(2, start=100), many_rows(1)[0]]
 
     lead_import = import_file(branch, csv_text(rows).encode(), callers, stub_broker, stub_worker)
@@ -646,7 +646,7 @@ def test_the_file_outlives_every_failed_attempt_and_is_deleted_when_the_import_f
         file_there.append(storage.exists(key))
         raise Crash("database unreachable")
 
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", broken)
+    monkeypatch.setattr(batch_writer.BatchWriter, "commit_batch", broken)
     import_id = queue_import(branch, csv_text(ROWS).encode(), callers)
     key = db.session.get(LeadImport, import_id).storage_key
     run_jobs(stub_broker, stub_worker)
@@ -668,7 +668,7 @@ def test_a_redelivered_message_of_a_completed_import_changes_nothing(
     lead_import = import_file(branch, csv_text(ROWS).encode(), callers, stub_broker, stub_worker)
 
     with app.app_context():
-        pipeline.run_import(lead_import.id)  # the same job, delivered again after it finished
+        lifecycle.run_import(lead_import.id)  # the same job, delivered again after it finished
     db.session.expire_all()
 
     assert len(leads_of(lead_import.id)) == 4
@@ -679,21 +679,21 @@ def test_a_run_that_another_run_overtook_stops_without_writing(
     app, branch, callers, stub_broker, monkeypatch
 ):
     """Two deliveries of one import at once: the one that finds the checkpoint past its batch stops."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 2)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 2)
     import_id = queue_import(branch, csv_text(ROWS).encode(), callers)
-    commit_batch = pipeline.BatchImporter.commit_batch
+    commit_batch = batch_writer.BatchWriter.commit_batch
     overtaken = []
 
     def overtake_before_the_second_batch(self, batch):
         if batch[0].row_number == 4 and not overtaken:
             overtaken.append(True)
             with app.app_context():  # the other delivery runs the whole import meanwhile
-                pipeline.run_import(import_id)
+                lifecycle.run_import(import_id)
         commit_batch(self, batch)
 
-    monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", overtake_before_the_second_batch)
+    monkeypatch.setattr(batch_writer.BatchWriter, "commit_batch", overtake_before_the_second_batch)
     with app.app_context():
-        pipeline.run_import(import_id)
+        lifecycle.run_import(import_id)
     db.session.expire_all()
 
     lead_import = db.session.get(LeadImport, import_id)

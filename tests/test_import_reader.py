@@ -7,16 +7,8 @@ import io
 
 import pytest
 
-from edcrm.imports.reader import (
-    CsvFormatError,
-    EmptyCsv,
-    NotCsv,
-    detect_encoding,
-    open_csv,
-    row_damage,
-    sniff_delimiter,
-    utf8_evidence,
-)
+from edcrm.imports.encoding import NotCsv, detect_encoding, row_damage, utf8_evidence
+from edcrm.imports.reader import CsvFormatError, EmptyCsv, open_csv, sniff_delimiter
 from edcrm.storage import ObjectNotFound, get_storage
 
 TEXT = "name,phone,city\r\nJosé,9847012301,Kōchi\r\n"

@@ -1,6 +1,6 @@
 """The lead-import actors, on queue `csv_import`.
 
-`import_leads(import_id)` runs the pipeline (edcrm.imports.pipeline); it is safe to run again after a
+`import_leads(import_id)` runs the pipeline (edcrm.imports.lifecycle); it is safe to run again after a
 retry or a redelivery, which resume after the last committed batch. When its retries are exhausted,
 Dramatiq sends `import_leads_exhausted`, which marks the import failed and only then deletes the file:
 until that moment a retry may still need it.
@@ -24,9 +24,9 @@ register(IMPORT, Rules(cancelled=job_rules.job_cancelled, retry_refusal=job_rule
 @actor(queue_name="csv_import", time_limit=60 * 1000)
 def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt of an import_leads message failed: the import is failed, its file deleted."""
-    from ..imports import pipeline
+    from ..imports import lifecycle
 
-    pipeline.fail_import(message["args"][0], last_error(message))
+    lifecycle.fail_import(message["args"][0], last_error(message))
 
 
 @actor(
@@ -36,7 +36,7 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     serves=IMPORT,
 )
 def import_leads(import_id: int) -> None:
-    """Import the CSV of LeadImport import_id into leads of its branch (see edcrm.imports.pipeline)."""
-    from ..imports import pipeline
+    """Import the CSV of LeadImport import_id into leads of its branch (see edcrm.imports.lifecycle)."""
+    from ..imports import lifecycle
 
-    pipeline.run_import(import_id)
+    lifecycle.run_import(import_id)

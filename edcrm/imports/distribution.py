@@ -36,6 +36,14 @@ class RoundRobin:
         self.position = (self.position + 1) % len(self.ids)
         return telecaller_id
 
+    def take(self, count: int) -> list[int]:
+        """The next count telecaller ids, as count calls of next() give them (a batch's, in one go)."""
+        ids, start = self.ids, self.position
+        turns = -(-(start + count) // len(ids))  # enough whole rotations to reach start + count
+        taken = (ids * turns)[start : start + count]
+        self.position = (start + count) % len(ids)
+        return taken
+
 
 def lock_cursor(branch_id: int) -> int:
     """The branch's cursor, its row locked until the end of the transaction (FOR UPDATE)."""

@@ -44,7 +44,10 @@ EMAIL = re.compile(rf"[a-zA-Z0-9.!#$%&'*+/=?^_`{{|}}~-]+@{_LABEL}(?:\.{_LABEL})+
 _SEPARATORS = str.maketrans("", "", " -().")
 # An Indian number in one of its usual shapes: +91, 0091, 91 or the trunk 0, then ten digits.
 _INDIAN_SHAPE = re.compile(r"(?:\+91|0091|91|0)?([6-9][0-9]{9})")
-_INDIAN_MOBILE = re.compile(PhoneMetadata.metadata_for_region(DEFAULT_REGION).mobile.national_number_pattern)
+_INDIA = PhoneMetadata.metadata_for_region(DEFAULT_REGION)
+_MOBILE_PATTERN = _INDIA.mobile.national_number_pattern if _INDIA and _INDIA.mobile else None
+assert _MOBILE_PATTERN is not None  # phonenumbers ships India's metadata
+_INDIAN_MOBILE = re.compile(_MOBILE_PATTERN)
 
 
 class LeadValues(NamedTuple):

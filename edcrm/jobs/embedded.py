@@ -14,6 +14,7 @@ import dramatiq
 import pendulum
 from flask import Flask
 
+from .. import tuning
 from ..config import QUEUES
 from . import ledger
 from .broker import get_broker, is_in_memory
@@ -32,6 +33,7 @@ class EmbeddedWorkers:
     def start(self) -> EmbeddedWorkers:
         if not is_in_memory(self.broker):
             raise RuntimeError("embedded workers need the in-memory broker (REDIS_URL is set: run dramatiq)")
+        self.app.config[tuning.EMBEDDED_WORKERS] = True  # jobs run in the web process: edcrm.tuning is off
         self.broker.emit_after("process_boot")
         # One worker per queue on one broker, on purpose (each with its queue's concurrency): the broker
         # warns as the second and third add their own worker middleware. Not a mistake: not said.

@@ -47,7 +47,7 @@ class LeadImport(db.Model):
     # The header cells of the file as it has them (the error report repeats them).
     source_columns: Mapped[list[str] | None] = mapped_column(JSONType)
     # The spreadsheet row number of the last row whose outcome is committed: a retried or redelivered
-    # job resumes after it (see edcrm.imports.pipeline).
+    # job resumes after it (see edcrm.imports.lifecycle).
     checkpoint_row: Mapped[int] = mapped_column(default=0, server_default="0")
     # The branch's round-robin cursor when this import assigned its first lead.
     cursor_start: Mapped[int | None]

@@ -16,7 +16,7 @@ from import_race import force_overlapping_batches
 from edcrm import create_app
 from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
-from edcrm.imports import pipeline
+from edcrm.imports import batch_reader, lookup
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs.broker import get_broker
 from edcrm.jobs.embedded import stop_worker
@@ -137,19 +137,19 @@ def test_a_100k_row_import_on_postgresql(pg_app, worker):
         parameters.extend(len(p) if p else 0 for p in batches)
 
     lookups_under_lock = []
-    find_leads = pipeline.find_leads
+    find_leads = lookup.find_leads_postgresql
 
     def spy(connection, *args, **kwargs):
         if connection is db.session:
             lookups_under_lock.append(args)
         return find_leads(connection, *args, **kwargs)
 
-    pipeline.find_leads = spy
+    lookup.find_leads_postgresql = spy
     try:
         import_id = queue_import(branch, rows_csv(rows), callers)
         wait_all(worker)
     finally:
-        pipeline.find_leads = find_leads
+        lookup.find_leads_postgresql = find_leads
     sa.event.remove(db.engine, "before_cursor_execute", count_parameters)
     db.session.expire_all()
     lead_import = db.session.get(LeadImport, import_id)
@@ -180,12 +180,12 @@ def test_a_lead_written_after_the_look_ahead_is_still_a_duplicate(pg_app, worker
     """A lead that is not an import's (so the cursor does not move) lands between the reading thread's
     lookup of a batch and the batch's transaction: the COPY meets the unique constraint, the batch is
     redone with a lookup under the lock, and the row is reported as a duplicate."""
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 100)
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 100)
     branch = Branch(name=f"Aluva {uuid.uuid4().hex[:6]}")
     db.session.add(branch)
     db.session.commit()
     callers = telecallers(branch, 2)
-    looked_up = pipeline.BatchReader._looked_up
+    looked_up = batch_reader.BatchReader._looked_up
     engine, branch_id = db.engine, branch.id
     added = []
 
@@ -202,7 +202,7 @@ def test_a_lead_written_after_the_look_ahead_is_still_a_duplicate(pg_app, worker
                 )  # fmt: skip
         return batch
 
-    monkeypatch.setattr(pipeline.BatchReader, "_looked_up", then_someone_adds_a_lead)
+    monkeypatch.setattr(batch_reader.BatchReader, "_looked_up", then_someone_adds_a_lead)
     rows = [[f"S {n}", f"98{n:08d}", "", ""] for n in range(300)]
 
     import_id = queue_import(branch, rows_csv(rows), callers)
@@ -219,7 +219,7 @@ def test_a_lead_written_after_the_look_ahead_is_still_a_duplicate(pg_app, worker
 
 
 def test_two_imports_of_one_branch_at_once_stay_balanced_and_never_share_a_phone(pg_app, worker, monkeypatch):
-    monkeypatch.setattr(pipeline, "BATCH_ROWS", 300)  # many interleaved transactions
+    monkeypatch.setattr(batch_reader, "BATCH_ROWS", 300)  # many interleaved transactions
     branch = Branch(name=f"Thrissur {uuid.uuid4().hex[:6]}")
     db.session.add(branch)
     db.session.commit()
