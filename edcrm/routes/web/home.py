@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import g, render_template
 
+from ...auth import page_auth
 from ...extensions import db
 from ...models import CallLog, Lead, Role, User
-from ...permissions import page_auth, visible_leads
+from ...permissions import visible_leads
 from . import bp, links_for
 
 #: More places for the home page, shown when they exist: (path, label, roles).
