@@ -100,6 +100,17 @@ def visible_leads(user: User) -> sa.ColumnElement[bool]:
     return branch_filter(user, Lead.branch_id, Lead.telecaller_id)
 
 
+def visible_users(user: User) -> sa.ColumnElement[bool]:
+    """The users user sees: their branch's (admin), themselves (telecaller)."""
+    return branch_filter(user, User.branch_id, User.id)
+
+
+def visible_call_logs(user: User) -> sa.ColumnElement[bool]:
+    """The call logs user sees, of a query joined to their leads: the branch's (admin), their own
+    (telecaller)."""
+    return branch_filter(user, Lead.branch_id, CallLog.telecaller_id)
+
+
 def lead_for(user: User, lead_id: object) -> Lead:
     lead = get_or_404(Lead, lead_id, "lead")
     authorize(user, "lead", branch_id=lead.branch_id, owner_id=lead.telecaller_id)

@@ -10,7 +10,23 @@ from dramatiq.middleware import Middleware
 from prometheus_client import Counter, Gauge, Histogram
 
 _JOB_LABELS = ["queue_name", "actor_name"]
-DRAMATIQ_DURATION_BUCKETS = (5, 10, 25, 50, 75, 100, 250, 500, 750, 1000, 2500, 5000, 7500, 10000, 30000)
+DRAMATIQ_DURATION_BUCKETS: tuple[float, ...] = (
+    5,
+    10,
+    25,
+    50,
+    75,
+    100,
+    250,
+    500,
+    750,
+    1000,
+    2500,
+    5000,
+    7500,
+    10000,
+    30000,
+)
 DRAMATIQ_DURATION_BUCKETS += (60000, 600000, 900000, float("inf"))
 MESSAGES = Counter("dramatiq_messages", "The total number of messages processed.", _JOB_LABELS, registry=None)
 MESSAGE_ERRORS = Counter(

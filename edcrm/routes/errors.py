@@ -18,10 +18,16 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable, default_exceptions
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    MethodNotAllowed,
+    ServiceUnavailable,
+    default_exceptions,
+)
 
-from ..extensions import db
+from ..extensions import db, login_manager
 from ..imports.upload import (
     EmptyFile,
     FileTooLarge,
@@ -138,7 +144,7 @@ def handle_http_exception(error: HTTPException):
     if not _wants_json():
         return render_template("error.html", error=error), error.code
     response = ApiError(error.code or 500, _snake(error.name), error.description or error.name).to_response()
-    if error.code == 405 and error.valid_methods:
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response[0].headers["Allow"] = ", ".join(error.valid_methods)
     return response
 
@@ -163,7 +169,7 @@ def _outage_page(outage: Outage):
             _rollback()
     # No user to read: Flask-Login's template context would load one from the session. And `error` (a
     # 5xx) tells the layout to look nothing else up.
-    g._login_user = current_app.login_manager.anonymous_user()
+    g._login_user = login_manager.anonymous_user()
     error = ServiceUnavailable(outage.message)
     return render_template("unavailable.html", error=error, **context)
 

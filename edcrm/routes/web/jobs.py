@@ -46,8 +46,10 @@ def filter_args(where: listing.JobFilter, **changes) -> dict[str, str]:
 
 def subject_link(subject: Subject | None) -> dict | None:
     """What the pages show of the record a job serves: a label and, where a page shows it, a link."""
-    if subject is None:
-        return None
+    return None if subject is None else _link_to(subject)
+
+
+def _link_to(subject: Subject) -> dict:
     if subject.kind == IMPORT:
         return {"label": f"Import #{subject.id}", "url": url_for("web.show_import", import_id=subject.id)}
     return {"label": f"Recording upload {str(subject.id)[:8]}…", "url": None}
@@ -84,9 +86,9 @@ def list_jobs():
 def _served(job: Job) -> dict | None:
     """The record job serves, as the job page shows it (None once the record is gone)."""
     subject = subject_of(job)
-    link = subject_link(subject)
     if subject is None:
         return None
+    link = _link_to(subject)
     if subject.kind == IMPORT:
         lead_import = db.session.get(LeadImport, subject.id) if isinstance(subject.id, int) else None
         if lead_import is None or not may_see_import(g.user, lead_import):
@@ -103,7 +105,7 @@ def _served(job: Job) -> dict | None:
     call_log = db.session.get(CallLog, upload.call_log_id) if upload.call_log_id else None
     details = f"upload {upload.id[:8]}… of {upload.filename}, {upload.status.value}"
     if call_log is not None:
-        telecaller = db.session.get(User, call_log.telecaller_id)
+        telecaller = db.session.get_one(User, call_log.telecaller_id)
         details += f", for call #{call_log.id} by {telecaller.email}"
     if upload.error:
         details += f": {upload.error}"
