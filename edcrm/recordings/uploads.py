@@ -49,7 +49,8 @@ class UploadRejected(Exception):
 
 
 class InvalidUpload(UploadRejected):
-    """The request describes no upload that can exist: a bad checksum, chunk index or total size."""
+    """What was sent cannot be stored: a malformed checksum, a chunk out of range or empty, an empty
+    file, chunks that do not add up to the announced size."""
 
 
 class TooLarge(UploadRejected):
