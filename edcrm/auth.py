@@ -1,21 +1,29 @@
-"""Authentication: who is asking. Session logins for pages (Flask-Login), bearer tokens for /api/.
+"""Authentication: who is asking. Session logins for pages (Flask-Login), bearer tokens for /api/, the
+operators' METRICS_TOKEN for /metrics.
 
-What a signed-in user may do is decided in edcrm.permissions, not here.
+A route declares who may call it with `@api_auth(...)` (a bearer token) or `@page_auth(...)` (the
+session), naming the roles it is for; what the signed-in user may then see and touch is decided by the
+rules of edcrm.permissions, not here.
 """
 
 from __future__ import annotations
 
 import functools
+import hmac
 import re
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 
 import sqlalchemy as sa
-from flask import Flask
+from flask import Flask, Response, current_app, g, request
+from flask_login import current_user
+from werkzeug.exceptions import Forbidden, Unauthorized
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from .extensions import db, login_manager
-from .models import ApiToken, User
+from .models import ApiToken, Role, User
 from .models.types import utcnow
+from .permissions import require_role
 
 #: last_used_at is a hint for operators ("is this token still in use?"), not an audit log: writing it
 #: on every request would turn each read into a write, so it is refreshed at most this often.
@@ -95,6 +103,96 @@ def _touch(token: ApiToken) -> None:
         execution_options={"synchronize_session": False},
     )
     db.session.commit()
+
+
+# -- the routes' decorators ---------------------------------------------------------------------------------
+
+
+def _role_set(roles: Iterable[Role | str]) -> frozenset[Role]:
+    return frozenset(Role(role) for role in roles)
+
+
+def api_auth(*roles: Role | str) -> Callable:
+    """Decorate an /api/ route: a bearer token of an active user with one of roles (none: any role).
+
+    401 without a token or with a bad, revoked or deactivated user's one; 403 for another role.
+    Sets g.user and g.api_token.
+    """
+    allowed = _role_set(roles)
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            plaintext = parse_bearer(request.headers.get("Authorization"))
+            if plaintext is None:
+                g.bearer_challenge = True
+                raise Unauthorized("Send an Authorization: Bearer TOKEN header.")
+            token = authenticate_token(plaintext)
+            if token is None:
+                g.bearer_challenge = True
+                raise Unauthorized("The token is unknown or revoked, or its user is deactivated.")
+            g.user, g.api_token = token.user, token
+            require_role(g.user, allowed)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
+
+
+def metrics_auth(view: Callable) -> Callable:
+    """Decorate /metrics: `Authorization: Bearer METRICS_TOKEN`, the operators' (Prometheus') token only.
+
+    Its series are the whole deployment's (every branch's jobs and imports, every request), so no user's
+    token opens it, an admin's included: 403 for a user's token, 401 without a token or with any other
+    one. While METRICS_TOKEN is unset, nothing opens it.
+    """
+
+    @functools.wraps(view)
+    def wrapped(*args, **kwargs):
+        plaintext = parse_bearer(request.headers.get("Authorization"))
+        expected = current_app.config.get("METRICS_TOKEN")
+        # In constant time: how much of the token a guess got right must not show in the timing.
+        if plaintext is not None and expected and hmac.compare_digest(plaintext.encode(), expected.encode()):
+            return view(*args, **kwargs)
+        g.bearer_challenge = True
+        if plaintext is not None and authenticate_token(plaintext) is not None:
+            raise Forbidden("/metrics is for the operators' METRICS_TOKEN, not a user's token.")
+        if not expected:
+            raise Unauthorized("/metrics is closed: METRICS_TOKEN is not set.")
+        raise Unauthorized("Send an Authorization: Bearer METRICS_TOKEN header.")
+
+    return wrapped
+
+
+def bearer_challenge(response: Response) -> Response:
+    """RFC 6750: a 401 from a bearer-protected route (api_auth, metrics_auth) names the scheme it wants.
+    Registered for the whole app (edcrm.routes.init_app)."""
+    if response.status_code == 401 and g.get("bearer_challenge"):
+        response.headers["WWW-Authenticate"] = 'Bearer realm="edcrm"'
+    return response
+
+
+def page_auth(*roles: Role | str) -> Callable:
+    """Decorate a page: a signed-in user with one of roles (none: any role).
+
+    Anonymous visitors are sent to the login page (and back afterwards); another role gets the 403 page.
+    Sets g.user.
+    """
+    allowed = _role_set(roles)
+
+    def decorator(view: Callable) -> Callable:
+        @functools.wraps(view)
+        def wrapped(*args, **kwargs):
+            if not current_user.is_authenticated:
+                return login_manager.unauthorized()
+            g.user = current_user._get_current_object()
+            require_role(g.user, allowed)
+            return view(*args, **kwargs)
+
+        return wrapped
+
+    return decorator
 
 
 def init_app(app: Flask) -> None:

@@ -1,8 +1,9 @@
-"""Who may do what: roles and branch scopes, in one place that every route uses.
+"""Access rules: what a signed-in user may see and touch, for pages and API alike.
 
-A route declares who may call it with `@api_auth(...)` (bearer token) or `@page_auth(...)` (session),
-then reaches records through a scope helper (`lead_for`, `call_log_for`, ...) that answers 404 for an
-unknown record and 403 for one that is not the user's. One rule decides, for every kind of record:
+Who the user is comes first (edcrm.auth: a session or a bearer token, with the role a route needs); then
+a route reaches records through a scope helper (`lead_for`, `call_log_for`, ...) that answers 404 for
+an unknown record and 403 for one that is not the user's, and lists them through a `visible_*` filter.
+One rule decides, for every kind of record:
 
 - an admin may touch what belongs to their own branch;
 - a telecaller may touch only what is theirs (assigned to them, logged by them) in their branch.
@@ -16,19 +17,13 @@ as the error page elsewhere, so pages and API share them.
 
 from __future__ import annotations
 
-import functools
-import hmac
 import re
-from collections.abc import Callable, Iterable
 from typing import TypeVar
 
 import sqlalchemy as sa
-from flask import Response, current_app, g, request
-from flask_login import current_user
-from werkzeug.exceptions import Forbidden, NotFound, Unauthorized
+from werkzeug.exceptions import Forbidden, NotFound
 
-from .auth import authenticate_token, parse_bearer
-from .extensions import db, login_manager
+from .extensions import db
 from .models import CallLog, Job, Lead, LeadImport, Recording, RecordingUpload, Role, User
 
 ModelT = TypeVar("ModelT")
@@ -39,11 +34,7 @@ UPLOAD_ID = re.compile(r"[0-9a-f]{32}")
 MAX_ID = 2**31 - 1
 
 
-# -- who is asking -----------------------------------------------------------------------------------------
-
-
-def _role_set(roles: Iterable[Role | str]) -> frozenset[Role]:
-    return frozenset(Role(role) for role in roles)
+# -- the rules ---------------------------------------------------------------------------------------------
 
 
 def require_role(user: User, roles: frozenset[Role]) -> None:
@@ -51,92 +42,6 @@ def require_role(user: User, roles: frozenset[Role]) -> None:
     if roles and user.role not in roles:
         needed = " or ".join(sorted(role.value for role in roles))
         raise Forbidden(f"This needs the {needed} role.")
-
-
-def api_auth(*roles: Role | str) -> Callable:
-    """Decorate an /api/ route: a bearer token of an active user with one of roles (none: any role).
-
-    401 without a token or with a bad, revoked or deactivated user's one; 403 for another role.
-    Sets g.user and g.api_token.
-    """
-    allowed = _role_set(roles)
-
-    def decorator(view: Callable) -> Callable:
-        @functools.wraps(view)
-        def wrapped(*args, **kwargs):
-            plaintext = parse_bearer(request.headers.get("Authorization"))
-            if plaintext is None:
-                g.bearer_challenge = True
-                raise Unauthorized("Send an Authorization: Bearer TOKEN header.")
-            token = authenticate_token(plaintext)
-            if token is None:
-                g.bearer_challenge = True
-                raise Unauthorized("The token is unknown or revoked, or its user is deactivated.")
-            g.user, g.api_token = token.user, token
-            require_role(g.user, allowed)
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorator
-
-
-def metrics_auth(view: Callable) -> Callable:
-    """Decorate /metrics: `Authorization: Bearer METRICS_TOKEN`, the operators' (Prometheus') token only.
-
-    Its series are the whole deployment's (every branch's jobs and imports, every request), so no user's
-    token opens it, an admin's included: 403 for a user's token, 401 without a token or with any other
-    one. While METRICS_TOKEN is unset, nothing opens it.
-    """
-
-    @functools.wraps(view)
-    def wrapped(*args, **kwargs):
-        plaintext = parse_bearer(request.headers.get("Authorization"))
-        expected = current_app.config.get("METRICS_TOKEN")
-        # In constant time: how much of the token a guess got right must not show in the timing.
-        if plaintext is not None and expected and hmac.compare_digest(plaintext.encode(), expected.encode()):
-            return view(*args, **kwargs)
-        g.bearer_challenge = True
-        if plaintext is not None and authenticate_token(plaintext) is not None:
-            raise Forbidden("/metrics is for the operators' METRICS_TOKEN, not a user's token.")
-        if not expected:
-            raise Unauthorized("/metrics is closed: METRICS_TOKEN is not set.")
-        raise Unauthorized("Send an Authorization: Bearer METRICS_TOKEN header.")
-
-    return wrapped
-
-
-def bearer_challenge(response: Response) -> Response:
-    """RFC 6750: a 401 from a bearer-protected route (api_auth, metrics_auth) names the scheme it wants.
-    Registered for the whole app (edcrm.routes.init_app)."""
-    if response.status_code == 401 and g.get("bearer_challenge"):
-        response.headers["WWW-Authenticate"] = 'Bearer realm="edcrm"'
-    return response
-
-
-def page_auth(*roles: Role | str) -> Callable:
-    """Decorate a page: a signed-in user with one of roles (none: any role).
-
-    Anonymous visitors are sent to the login page (and back afterwards); another role gets the 403 page.
-    Sets g.user.
-    """
-    allowed = _role_set(roles)
-
-    def decorator(view: Callable) -> Callable:
-        @functools.wraps(view)
-        def wrapped(*args, **kwargs):
-            if not current_user.is_authenticated:
-                return login_manager.unauthorized()
-            g.user = current_user._get_current_object()
-            require_role(g.user, allowed)
-            return view(*args, **kwargs)
-
-        return wrapped
-
-    return decorator
-
-
-# -- what they may touch -----------------------------------------------------------------------------------
 
 
 def may_access(user: User, *, branch_id: int, owner_id: int | None = None) -> bool:
@@ -165,6 +70,21 @@ def branch_filter(user: User, branch_column, owner_column=None) -> sa.ColumnElem
     return sa.and_(clause, owner_column == user.id)
 
 
+def may_see_import(user: User, lead_import: LeadImport) -> bool:
+    """A lead import is its branch's admins' only."""
+    return may_access(user, branch_id=lead_import.branch_id)
+
+
+def may_see_upload(user: User, upload: RecordingUpload) -> bool:
+    """A recording upload is the telecaller's who opened it, and their branch's admins'."""
+    # By its telecaller's branch, not its call log's: an upload outlives a deleted call log.
+    owner = db.session.get(User, upload.telecaller_id)
+    return owner is not None and may_access(user, branch_id=owner.branch_id, owner_id=upload.telecaller_id)
+
+
+# -- records, scoped to the user ---------------------------------------------------------------------------
+
+
 def get_or_404(model: type[ModelT], obj_id: object, what: str) -> ModelT:
     """The record with this id, or 404."""
     if isinstance(obj_id, bool) or not isinstance(obj_id, int) or not 0 < obj_id <= MAX_ID:
@@ -178,6 +98,17 @@ def get_or_404(model: type[ModelT], obj_id: object, what: str) -> ModelT:
 def visible_leads(user: User) -> sa.ColumnElement[bool]:
     """The leads user sees: their branch's (admin), those assigned to them (telecaller)."""
     return branch_filter(user, Lead.branch_id, Lead.telecaller_id)
+
+
+def visible_users(user: User) -> sa.ColumnElement[bool]:
+    """The users user sees: their branch's (admin), themselves (telecaller)."""
+    return branch_filter(user, User.branch_id, User.id)
+
+
+def visible_call_logs(user: User) -> sa.ColumnElement[bool]:
+    """The call logs user sees, of a query joined to their leads: the branch's (admin), their own
+    (telecaller)."""
+    return branch_filter(user, Lead.branch_id, CallLog.telecaller_id)
 
 
 def lead_for(user: User, lead_id: object) -> Lead:
@@ -208,7 +139,8 @@ def visible_imports(user: User) -> sa.ColumnElement[bool]:
 def import_for(user: User, import_id: object) -> LeadImport:
     """A lead import, for an admin of its branch only."""
     lead_import = get_or_404(LeadImport, import_id, "import")
-    authorize(user, "import", branch_id=lead_import.branch_id)
+    if not may_see_import(user, lead_import):
+        raise Forbidden("This import is not yours.")
     return lead_import
 
 
@@ -222,9 +154,8 @@ def upload_for(user: User, upload_id: object) -> RecordingUpload:
     upload = db.session.get(RecordingUpload, upload_id)
     if upload is None:
         raise NotFound("No such upload.")
-    # By its telecaller's branch, not its call log's: an upload outlives a deleted call log.
-    owner = db.session.get(User, upload.telecaller_id)
-    authorize(user, "upload", branch_id=owner.branch_id, owner_id=upload.telecaller_id)
+    if not may_see_upload(user, upload):
+        raise Forbidden("This upload is not yours.")
     return upload
 
 

@@ -15,9 +15,9 @@ import pytest
 from conftest import make_user
 
 from edcrm import create_app
+from edcrm.auth import page_auth
 from edcrm.extensions import db
 from edcrm.models import Branch, Lead, Role, User
-from edcrm.permissions import page_auth
 from edcrm.routes.web.session import safe_next
 
 PASSWORD = "secret-password"

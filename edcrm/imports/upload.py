@@ -1,7 +1,8 @@
 """Starting a lead import: check the telecallers, stream the CSV to storage, queue the job.
 
-No HTTP here: the API, the page and the CLI all call `start_import` (or `start_branch_import`) and turn
-its `ImportRejected` errors into their own answers (a 4xx, a flash message, a CLI error).
+The API, the page and the CLI all call `start_import` (or `start_branch_import`); its refusals are
+`ImportRejected` errors that say what happened, and each caller answers them in its own terms
+(edcrm.routes.errors for HTTP, a CLI error).
 
 The uploaded file is copied to storage block by block through a counter that stops at MAX_CSV_BYTES,
 so it is never in memory whole; whatever goes wrong before the job is queued, nothing is left behind.
@@ -20,6 +21,7 @@ from werkzeug.utils import secure_filename
 from .. import metrics
 from ..extensions import db
 from ..jobs import ledger
+from ..jobs.ledger import BrokerUnavailable
 from ..models import ImportStatus, LeadImport, Role, User
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
@@ -34,9 +36,7 @@ MAX_FILENAME_LENGTH = 255
 
 
 class ImportRejected(Exception):
-    """The upload cannot become an import; `code` is a snake_case reason for clients."""
-
-    code = "import_rejected"
+    """The upload cannot become an import; `message` says why, in words the admin may read."""
 
     def __init__(self, message: str):
         super().__init__(message)
@@ -46,23 +46,21 @@ class ImportRejected(Exception):
 class InvalidTelecallers(ImportRejected):
     """Some chosen telecallers are not active telecallers of the branch (`telecaller_ids` names them)."""
 
-    code = "invalid_telecallers"
-
     def __init__(self, message: str, telecaller_ids: Sequence[int]):
         super().__init__(message)
         self.telecaller_ids = list(telecaller_ids)
 
 
 class NoTelecallers(ImportRejected):
-    code = "no_telecallers"
+    """No telecaller was chosen to share the leads."""
 
 
 class EmptyFile(ImportRejected):
-    code = "empty_file"
+    """The file has no bytes at all."""
 
 
 class FileTooLarge(ImportRejected):
-    code = "file_too_large"
+    """The file is larger than `limit` bytes."""
 
     def __init__(self, limit: int):
         super().__init__(f"The file is larger than the limit of {describe_size(limit)}.")
@@ -70,13 +68,15 @@ class FileTooLarge(ImportRejected):
 
 
 class NotCsvFile(ImportRejected):
-    code = "not_csv"
+    """The file is not CSV text (binary, or in no encoding that the reader knows)."""
 
 
-class QueueUnavailable(ImportRejected):
-    """The import could not be handed to the workers (the broker is down): nothing was kept."""
+class QueueUnavailable(BrokerUnavailable, ImportRejected):
+    """The import could not be handed to the workers (the broker is down): nothing was kept.
 
-    code = "queue_unavailable"
+    A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises,
+    and an ImportRejected, so that whoever reports refused uploads (the form, the CLI) reports it too.
+    """
 
 
 def describe_size(size: int) -> str:

@@ -1,10 +1,10 @@
 """Upload sessions: how a recording's bytes reach storage before the recordings actor finalizes them.
 
-No HTTP here: the API turns `UploadRejected` into its answer. Chunks and one-shot files stream through
-a hashing, counting reader into a spool file on local disk (edcrm.spool), then into storage only once
-they are whole and verified, so that a bad copy never replaces a good one and nothing sits in memory
-whole. Web and workers share nothing but the database and the storage, so they may run on different
-machines.
+Refusals are `UploadRejected` errors that say what happened (edcrm.routes.errors answers them). Chunks
+and one-shot files stream through a hashing, counting reader into a spool file on local disk
+(edcrm.spool), then into storage only once they are whole and verified, so that a bad copy never
+replaces a good one and nothing sits in memory whole. Web and workers share nothing but the database and
+the storage, so they may run on different machines.
 
 A chunk is kept in one transaction that first claims the upload's row (an UPDATE that only a
 `receiving` upload matches: a row lock on PostgreSQL, the write lock on SQLite), then checks the
@@ -26,6 +26,7 @@ from flask import current_app
 from .. import metrics, spool
 from ..extensions import db
 from ..jobs import ledger
+from ..jobs.ledger import BrokerUnavailable
 from ..models import CallLog, Job, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
 from ..models.types import utcnow
@@ -40,35 +41,51 @@ MAX_FILENAME_LENGTH = 255
 
 
 class UploadRejected(Exception):
-    """What the client sent cannot be taken; `status` and `code` are its HTTP answer."""
+    """What the client sent cannot be taken; `message` says why, in words the client may read."""
 
-    status, code = 422, "invalid_upload"
-
-    def __init__(self, message: str, **extra):
+    def __init__(self, message: str):
         super().__init__(message)
-        self.message, self.extra = message, extra
+        self.message = message
+
+
+class InvalidUpload(UploadRejected):
+    """What was sent cannot be stored: a malformed checksum, a chunk out of range or empty, an empty
+    file, chunks that do not add up to the announced size."""
 
 
 class TooLarge(UploadRejected):
-    status, code = 413, "too_large"
+    """The recording or chunk is larger than `limit` bytes."""
+
+    def __init__(self, message: str, limit: int):
+        super().__init__(message)
+        self.limit = limit
 
 
 class ChecksumMismatch(UploadRejected):
-    code = "checksum_mismatch"
+    """Chunk `index` is not the bytes its checksum names: it is not kept."""
+
+    def __init__(self, message: str, index: int):
+        super().__init__(message)
+        self.index = index
 
 
 class WrongState(UploadRejected):
-    status, code = 409, "upload_state_conflict"
+    """The upload's state does not allow this (a chunk after `complete`, a delete while processing)."""
 
 
 class ChunksMissing(UploadRejected):
-    status, code = 409, "chunks_missing"
+    """The upload cannot be completed: the chunks `missing` have not arrived."""
+
+    def __init__(self, message: str, missing: list[int]):
+        super().__init__(message)
+        self.missing = missing
 
 
-class QueueUnavailable(UploadRejected):
-    """The broker refused the job: nothing changed, the client may try again."""
+class QueueUnavailable(BrokerUnavailable, UploadRejected):
+    """The broker refused the job: nothing changed, the client may try again.
 
-    status, code = 503, "queue_unavailable"
+    A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises.
+    """
 
 
 # -- receiving bytes ------------------------------------------------------------------------------------
@@ -108,7 +125,7 @@ def normalise_sha256(value: str | None, what: str) -> str | None:
         return None
     value = value.strip().lower()
     if not SHA256_HEX.fullmatch(value):
-        raise UploadRejected(f"{what} must be a SHA-256 in hexadecimal (64 characters).")
+        raise InvalidUpload(f"{what} must be a SHA-256 in hexadecimal (64 characters).")
     return value
 
 
@@ -134,7 +151,7 @@ def create_session(
     """Open a chunked upload for a call log the telecaller owns (checked by the caller)."""
     limit = current_app.config["MAX_RECORDING_BYTES"]
     if not 1 <= expected_chunks <= MAX_CHUNKS:
-        raise UploadRejected(f"expected_chunks must be between 1 and {MAX_CHUNKS}.")
+        raise InvalidUpload(f"expected_chunks must be between 1 and {MAX_CHUNKS}.")
     if total_size is not None and total_size > limit:
         raise TooLarge(f"The recording is larger than the limit of {limit} bytes.", limit=limit)
     upload = RecordingUpload(
@@ -163,7 +180,7 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
     MAX_RECORDING_BYTES (TooLarge: nothing stored; a replaced chunk counts with its new size only)."""
     expected = normalise_sha256(sha256, "X-Chunk-SHA256")
     if not 0 <= index < upload.expected_chunks:
-        raise UploadRejected(
+        raise InvalidUpload(
             f"Chunk {index} is out of range: this upload has chunks 0 to {upload.expected_chunks - 1}."
         )
     _require_receiving(upload)  # an early answer; the one that counts comes once the body is in
@@ -172,7 +189,7 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
     db.session.commit()
     with _Verified(body, current_app.config["MAX_CHUNK_BYTES"], "chunk") as chunk:
         if chunk.size == 0:
-            raise UploadRejected(f"Chunk {index} is empty.")
+            raise InvalidUpload(f"Chunk {index} is empty.")
         if expected is not None and chunk.sha256 != expected:
             raise ChecksumMismatch(
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
@@ -265,7 +282,7 @@ def complete(upload: RecordingUpload) -> str:
         raise ChunksMissing(f"{len(missing)} chunk(s) have not arrived yet.", missing=missing)
     size = sum(chunk_size for _, chunk_size in received)
     if upload.total_size is not None and size != upload.total_size:
-        raise UploadRejected(
+        raise InvalidUpload(
             f"The chunks add up to {size} bytes, not the announced total_size of {upload.total_size}."
         )
     return _enqueue(upload, process_chunked_recording)
@@ -349,7 +366,7 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
         limit = current_app.config["MAX_RECORDING_BYTES"]
         with _Verified(fileobj, limit, "recording") as received:
             if received.size == 0:
-                raise UploadRejected("The file is empty.")
+                raise InvalidUpload("The file is empty.")
             get_storage().save_file(upload.file_key, received.path)
             metrics.count_upload("recording", received.size)
     except BaseException:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from ..permissions import bearer_challenge
+from ..auth import bearer_challenge
 from . import api, bodies, converters, errors, health, limits, metrics, openapi, web
 
 

@@ -1,30 +1,53 @@
 """Errors: JSON for /api/ (the contract's `{"error": {"code", "message"}}`), pages for the rest.
 
-A dependency that is down (the storage, the database, the broker) is answered here, once for every
-route: 503 with `Retry-After`, the code naming which one, and the request's transaction rolled back, so
-that it changes nothing. Domain code lets those errors rise as they are; only this module knows what
-each family of them means to a client.
+Domain code raises errors that say what happened and carry its data, never an HTTP status. This module
+is the one place that knows what each of them means to a client, for every route at once:
+
+- a refusal (an import or upload rejected, a job in the wrong state) is answered by `REFUSALS`: its
+  status, its code, and which of its data the JSON shows beside the message;
+- a dependency that is down (the storage, the database, the broker) is 503 with `Retry-After`, the code
+  naming which one, and the request's transaction rolled back, so that it changes nothing.
+
+Routes call the domain code and let these errors rise; a page that answers a refusal with a page of its
+own (a form shown again) catches it and takes the status from `status_of`.
 """
 
 from __future__ import annotations
 
-import errno
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import dramatiq.errors
-import redis.exceptions
-import sqlalchemy.exc
-from flask import Flask, Response, current_app, g, jsonify, render_template, request
-from werkzeug.exceptions import HTTPException, InternalServerError, ServiceUnavailable
+from flask import Flask, Response, g, jsonify, render_template, request
+from werkzeug.exceptions import (
+    HTTPException,
+    InternalServerError,
+    MethodNotAllowed,
+    ServiceUnavailable,
+    default_exceptions,
+)
 
-from ..storage.base import StorageUnavailable
+from ..extensions import db, login_manager
+from ..imports.upload import (
+    EmptyFile,
+    FileTooLarge,
+    ImportRejected,
+    InvalidTelecallers,
+    NotCsvFile,
+    NoTelecallers,
+)
+from ..jobs.ledger import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
+from ..recordings.uploads import (
+    ChecksumMismatch,
+    ChunksMissing,
+    InvalidUpload,
+    TooLarge,
+    UploadRejected,
+    WrongState,
+)
+from .outages import DATABASE_DOWN, QUEUE_DOWN, RETRY_AFTER_S, Outage, outage_of
 
 log = logging.getLogger(__name__)
-
-#: Seconds a client is asked to wait before trying again after a 503.
-RETRY_AFTER_S = 10
 
 
 class ApiError(Exception):
@@ -39,70 +62,74 @@ class ApiError(Exception):
         return jsonify(body), self.status
 
 
+def _shown(*names: str) -> Callable[[Exception], dict]:
+    """The error's attributes `names`, shown beside the message."""
+    return lambda error: {name: getattr(error, name) for name in names}
+
+
+def _no_details(error: Exception) -> dict:
+    return {}
+
+
 @dataclass(frozen=True)
-class Outage:
-    """A dependency that is down, as the client is told of it."""
+class Answer:
+    """How the API answers a domain error: a status, a snake_case code and what else the JSON shows."""
 
+    status: int
     code: str
-    title: str
-    message: str
+    details: Callable[[Exception], dict] = _no_details
+    message: Callable[[Exception], str] = str
 
 
-STORAGE_DOWN = Outage(
-    "storage_unavailable",
-    "File storage unavailable",
-    "The file storage cannot be reached right now. Nothing was saved; please try again in a moment.",
-)
-DATABASE_DOWN = Outage(
-    "database_unavailable",
-    "Database unavailable",
-    "The database cannot be reached right now. Nothing was changed; please try again in a moment.",
-)
-QUEUE_DOWN = Outage(
-    "queue_unavailable",
-    "Job queue unavailable",
-    "The job queue cannot be reached right now. Nothing was queued; please try again in a moment.",
-)
-
-#: OSErrors of the web's own disk (the spools of uploads) that mean it cannot take files now.
-_DISK_FULL = frozenset({errno.ENOSPC, errno.EDQUOT})
-
-_DATABASE_ERRORS = (
-    sqlalchemy.exc.OperationalError,  # cannot connect, connection lost, database locked or shutting down
-    sqlalchemy.exc.DisconnectionError,
-    sqlalchemy.exc.TimeoutError,  # no connection free in the pool in time
-)
-_BROKER_ERRORS = (
-    redis.exceptions.ConnectionError,
-    redis.exceptions.TimeoutError,
-    getattr(dramatiq.errors, "BrokerConnectionError", None) or dramatiq.errors.ConnectionError,
-)
+def _job_state(error: Exception) -> dict:
+    assert isinstance(error, JobStateConflict)
+    return {"state": error.job.state.value}
 
 
-def _causes(error: BaseException) -> Iterator[BaseException]:
-    """error, then the errors it was raised from or while handling (a wrapper keeps its cause)."""
-    for _ in range(8):
-        yield error
-        following = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
-        if following is None:
-            return
-        error = following
+#: Each family of refusals and its members. A class missing here is answered as its nearest listed base.
+REFUSALS: dict[type[Exception], Answer] = {
+    # Lead imports (edcrm.imports.upload).
+    ImportRejected: Answer(422, "import_rejected"),
+    InvalidTelecallers: Answer(422, "invalid_telecallers", _shown("telecaller_ids")),
+    NoTelecallers: Answer(422, "no_telecallers"),
+    EmptyFile: Answer(422, "empty_file"),
+    FileTooLarge: Answer(413, "file_too_large"),
+    NotCsvFile: Answer(415, "not_csv"),
+    # Recording uploads (edcrm.recordings.uploads).
+    UploadRejected: Answer(422, "invalid_upload"),
+    InvalidUpload: Answer(422, "invalid_upload"),
+    TooLarge: Answer(413, "too_large", _shown("limit")),
+    ChecksumMismatch: Answer(422, "checksum_mismatch", _shown("index")),
+    WrongState: Answer(409, "upload_state_conflict"),
+    ChunksMissing: Answer(409, "chunks_missing", _shown("missing")),
+    # Jobs (edcrm.jobs.ledger).
+    JobNotFound: Answer(404, "not_found", message=lambda error: f"No job {error}."),
+    JobStateConflict: Answer(409, "wrong_state", _job_state),
+    # The right state, but a retry could only end cancelled (what the job works on is gone).
+    RetryRefused: Answer(409, "not_retryable", _job_state),
+    # A dependency that refused the work (the import's, the upload's and the retry's job not sent).
+    BrokerUnavailable: Answer(503, "queue_unavailable"),
+}
 
 
-def outage_of(error: BaseException) -> Outage | None:
-    """The dependency whose being down error shows, or None for any other error."""
-    for cause in _causes(error):
-        if isinstance(cause, StorageUnavailable):
-            return STORAGE_DOWN
-        if isinstance(cause, _DATABASE_ERRORS):
-            return DATABASE_DOWN
-        if isinstance(cause, sqlalchemy.exc.DBAPIError) and cause.connection_invalidated:
-            return DATABASE_DOWN
-        if isinstance(cause, _BROKER_ERRORS):
-            return QUEUE_DOWN
-        if isinstance(cause, OSError) and cause.errno in _DISK_FULL:
-            return STORAGE_DOWN
-    return None
+def answer_of(error: Exception) -> Answer:
+    """The answer to error: its class's, or that of the nearest of its bases that has one."""
+    for cls in type(error).__mro__:
+        answer = REFUSALS.get(cls)
+        if answer is not None:
+            return answer
+    raise LookupError(f"{type(error).__name__} is not a refusal that edcrm.routes.errors answers")
+
+
+def status_of(error: Exception) -> int:
+    """The HTTP status of a refusal, for a page that answers it with a page of its own."""
+    return answer_of(error).status
+
+
+def api_error_of(error: Exception) -> ApiError:
+    """A refusal as the API answers it."""
+    answer = answer_of(error)
+    return ApiError(answer.status, answer.code, answer.message(error), **answer.details(error))
 
 
 def _snake(name: str) -> str:
@@ -117,15 +144,13 @@ def handle_http_exception(error: HTTPException):
     if not _wants_json():
         return render_template("error.html", error=error), error.code
     response = ApiError(error.code or 500, _snake(error.name), error.description or error.name).to_response()
-    if error.code == 405 and error.valid_methods:
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
         response[0].headers["Allow"] = ", ".join(error.valid_methods)
     return response
 
 
 def _rollback() -> None:
     """End the request's transaction: what it wrote before the failure is not kept."""
-    from ..extensions import db
-
     try:
         db.session.rollback()
     except Exception:  # the connection may be gone with the database; the session is dropped anyway
@@ -144,7 +169,7 @@ def _outage_page(outage: Outage):
             _rollback()
     # No user to read: Flask-Login's template context would load one from the session. And `error` (a
     # 5xx) tells the layout to look nothing else up.
-    g._login_user = current_app.login_manager.anonymous_user()
+    g._login_user = login_manager.anonymous_user()
     error = ServiceUnavailable(outage.message)
     return render_template("unavailable.html", error=error, **context)
 
@@ -157,6 +182,23 @@ def handle_outage(outage: Outage, error: Exception):
     else:
         response = _outage_page(outage), 503
     return response
+
+
+def handle_refusal(error: Exception):
+    """A refusal of the domain code: its JSON under /api/, the error page with its status elsewhere."""
+    if _wants_json():
+        return api_error_of(error).to_response()
+    answer = answer_of(error)
+    page_error = default_exceptions.get(answer.status, HTTPException)(answer.message(error))
+    return render_template("error.html", error=page_error), answer.status
+
+
+def handle_unavailable(error: BrokerUnavailable):
+    """The job queue refused a job, and the domain code undid what it had started: 503 on the API with
+    the error's own words, the outage page on the web."""
+    if _wants_json():
+        return api_error_of(error).to_response()
+    return handle_outage(QUEUE_DOWN, error)
 
 
 def handle_unexpected(error: Exception):
@@ -176,6 +218,9 @@ def add_retry_after(response: Response) -> Response:
 
 def init_app(app: Flask) -> None:
     app.register_error_handler(ApiError, ApiError.to_response)
+    for family in (ImportRejected, UploadRejected, JobNotFound, JobStateConflict):
+        app.register_error_handler(family, handle_refusal)
+    app.register_error_handler(BrokerUnavailable, handle_unavailable)
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(Exception, handle_unexpected)
     app.after_request(add_retry_after)

@@ -1,5 +1,5 @@
-"""What the API and the page share about a CSV upload: the request size limit, the telecaller ids of a
-form, and which HTTP status answers each reason an upload is rejected."""
+"""What the API and the page share about a CSV upload: the request size limit and the telecaller ids of
+a form. The HTTP status of each reason an upload is rejected is edcrm.routes.errors' to say."""
 
 from __future__ import annotations
 
@@ -8,34 +8,12 @@ from collections.abc import Iterable
 from flask import current_app, request
 
 from ..forms import record_id
-from ..imports.upload import (
-    EmptyFile,
-    FileTooLarge,
-    ImportRejected,
-    InvalidTelecallers,
-    NotCsvFile,
-    NoTelecallers,
-    QueueUnavailable,
-)
 
 #: What may stand around an id in a form value (only these: the document's pattern names them).
 BLANKS = " \t\r\n"
 
 #: Room for the multipart framing and the other fields, on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
-
-REJECTION_STATUS: dict[type[ImportRejected], int] = {
-    InvalidTelecallers: 422,
-    NoTelecallers: 422,
-    EmptyFile: 422,
-    FileTooLarge: 413,
-    NotCsvFile: 415,
-    QueueUnavailable: 503,
-}
-
-
-def status_of(error: ImportRejected) -> int:
-    return REJECTION_STATUS.get(type(error), 422)
 
 
 def limit_request_size() -> None:

@@ -1,13 +1,13 @@
 """GET /metrics: Prometheus' scrape of the web (see edcrm.metrics), for METRICS_TOKEN only: its series are
-the whole deployment's, every branch's (see edcrm.permissions.metrics_auth)."""
+the whole deployment's, every branch's (see edcrm.auth.metrics_auth)."""
 
 from __future__ import annotations
 
 from flask import Blueprint, Response
 
 from .. import metrics as web_metrics
+from ..auth import metrics_auth
 from ..extensions import csrf
-from ..permissions import metrics_auth
 
 bp = Blueprint("metrics", __name__)
 csrf.exempt(bp)  # GET only, with a bearer token

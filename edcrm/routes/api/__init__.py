@@ -1,4 +1,4 @@
-"""The JSON API under /api/: bearer tokens (see edcrm.permissions.api_auth), no sessions, no CSRF."""
+"""The JSON API under /api/: bearer tokens (see edcrm.auth.api_auth), no sessions, no CSRF."""
 
 from __future__ import annotations
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from flask import g
 
 from ... import login_limit
+from ...auth import api_auth
 from ...extensions import db
 from ...models import ApiToken
-from ...permissions import api_auth
 from ..errors import ApiError
 from . import bp
 from .inputs import Fields, json_object

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from flask import g, url_for
 
+from ...auth import api_auth
 from ...extensions import db
 from ...models import CallLog, CallOutcome, Role
-from ...permissions import api_auth, call_log_for, lead_for
+from ...permissions import call_log_for, lead_for
 from . import bp
 from .inputs import Fields, json_object
 

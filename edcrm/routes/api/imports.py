@@ -7,13 +7,14 @@ import sqlalchemy as sa
 from flask import Response, current_app, g, request, stream_with_context, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from ...auth import api_auth
 from ...extensions import db
-from ...imports.upload import FileTooLarge, ImportRejected, InvalidTelecallers, start_import
+from ...imports.upload import FileTooLarge, start_import
 from ...models import ImportStatus, LeadImport, Role
-from ...permissions import api_auth, import_for, visible_imports
+from ...permissions import import_for, visible_imports
 from ..bodies import IncompleteBody
 from ..errors import ApiError
-from ..import_uploads import limit_request_size, parse_telecaller_ids, status_of
+from ..import_uploads import limit_request_size, parse_telecaller_ids
 from . import bp
 from .inputs import Fields
 
@@ -26,17 +27,12 @@ def import_json(lead_import: LeadImport) -> dict:
     return {**lead_import.to_dict(), "errors_url": errors_url}
 
 
-def rejection(error: ImportRejected) -> ApiError:
-    extra = {"telecaller_ids": error.telecaller_ids} if isinstance(error, InvalidTelecallers) else {}
-    return ApiError(status_of(error), error.code, error.message, **extra)
-
-
-def _too_large() -> ApiError:
+def _too_large() -> ApiError | FileTooLarge:
     """The 413 of a body werkzeug refused: the file, or (rarely) a form of too many or too big fields."""
     length, limit = request.content_length, request.max_content_length
     if length is not None and limit is not None and length <= limit:
         return ApiError(413, "form_too_large", "The form has too many fields, or a field that is too long.")
-    return rejection(FileTooLarge(current_app.config["MAX_CSV_BYTES"]))
+    return FileTooLarge(current_app.config["MAX_CSV_BYTES"])
 
 
 @bp.post("/imports")
@@ -68,8 +64,6 @@ def create_import():
 
     try:
         lead_import = start_import(g.user, upload.stream, upload.filename, telecaller_ids)
-    except ImportRejected as error:
-        raise rejection(error) from None
     except RequestEntityTooLarge:  # the body went over the limit while the file was being read
         raise _too_large() from None
     finally:

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 from flask import g, request, url_for
 
+from ...auth import api_auth
 from ...jobs import ledger, listing
 from ...jobs.subjects import IMPORT, subject_of
 from ...models import Job, JobState, Role
-from ...permissions import api_auth, job_for, visible_jobs
-from ..errors import ApiError
+from ...permissions import job_for, visible_jobs
 from . import bp
 from .inputs import Fields, optional_json_object
 from .pagination import DEFAULT_LIMIT, MAX_LIMIT, cursor_param, decode_job_cursor, encode_job_cursor
@@ -41,16 +41,6 @@ def job_filter(fields: Fields, *, with_state: bool = True) -> listing.JobFilter:
     )
 
 
-def _conflict(error: ledger.JobStateConflict) -> ApiError:
-    if isinstance(error, ledger.RetryRefused):  # the right state, but a retry could only end cancelled
-        return ApiError(409, "not_retryable", error.reason, state=error.job.state.value)
-    return ApiError(409, "wrong_state", str(error), state=error.job.state.value)
-
-
-def _unavailable(error: ledger.BrokerUnavailable) -> ApiError:
-    return ApiError(503, "queue_unavailable", str(error))
-
-
 @bp.get("/jobs")
 @api_auth(Role.ADMIN)
 def list_jobs():
@@ -78,22 +68,14 @@ def get_job(job_id: str):
 @api_auth(Role.ADMIN)
 def retry_job(job_id: str):
     job = job_for(g.user, job_id)
-    try:
-        return job_json(ledger.retry(job.id)), 202
-    except ledger.JobStateConflict as error:
-        raise _conflict(error) from None
-    except ledger.BrokerUnavailable as error:
-        raise _unavailable(error) from None
+    return job_json(ledger.retry(job.id)), 202
 
 
 @bp.post("/jobs/<job_id:job_id>/cancel")
 @api_auth(Role.ADMIN)
 def cancel_job(job_id: str):
     job = job_for(g.user, job_id)
-    try:
-        return job_json(ledger.cancel(job.id)), 202
-    except ledger.JobStateConflict as error:
-        raise _conflict(error) from None
+    return job_json(ledger.cancel(job.id)), 202
 
 
 @bp.post("/jobs/retry-failed")
@@ -103,8 +85,5 @@ def retry_failed_jobs():
     fields = Fields(optional_json_object())
     where = job_filter(fields, with_state=False)  # failed ones, whatever else a body says
     fields.check()
-    try:
-        report = listing.retry_failed(where)
-    except ledger.BrokerUnavailable as error:
-        raise _unavailable(error) from None
+    report = listing.retry_failed(where)
     return {"retried": len(report.retried), "job_ids": report.retried, "remaining": report.remaining}, 202

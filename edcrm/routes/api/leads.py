@@ -5,8 +5,9 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import g, request
 
+from ...auth import api_auth
 from ...models import Lead
-from ...permissions import api_auth, visible_leads
+from ...permissions import visible_leads
 from . import bp
 from .inputs import Fields
 from .pagination import page_params, paginate

@@ -6,8 +6,9 @@ from __future__ import annotations
 from flask import current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
 
+from ...auth import api_auth
 from ...models import Role
-from ...permissions import api_auth, call_log_for, upload_for
+from ...permissions import call_log_for, upload_for
 from ...recordings import uploads
 from ..bodies import IncompleteBody
 from ..errors import ApiError
@@ -21,10 +22,6 @@ MULTIPART_OVERHEAD = 64 * 1024
 #: A chunk is its bytes as they are: a form's envelope (multipart, urlencoded) would be stored with it.
 #: A request without Content-Type is octet-stream too (RFC 9110, 8.3).
 CHUNK_MEDIA_TYPE = "application/octet-stream"
-
-
-def _answer(error: uploads.UploadRejected) -> ApiError:
-    return ApiError(error.status, error.code, error.message, **error.extra)
 
 
 def _owned_call_log(call_log_id: object):
@@ -46,17 +43,14 @@ def create_upload():
     sha256 = fields.string("sha256", max_length=64, required=False)
     fields.check()
     call_log = _owned_call_log(call_log_id)
-    try:
-        upload = uploads.create_session(
-            g.user,
-            call_log,
-            filename=filename,
-            expected_chunks=expected_chunks,
-            total_size=total_size,
-            sha256=sha256,
-        )
-    except uploads.UploadRejected as error:
-        raise _answer(error) from None
+    upload = uploads.create_session(
+        g.user,
+        call_log,
+        filename=filename,
+        expected_chunks=expected_chunks,
+        total_size=total_size,
+        sha256=sha256,
+    )
     body = {"upload_id": upload.id, "max_chunk_bytes": current_app.config["MAX_CHUNK_BYTES"]}
     return body, 201, {"Location": f"/api/recordings/uploads/{upload.id}"}
 
@@ -77,8 +71,6 @@ def put_chunk(upload_id: str, index: int):
         request.max_content_length = limit + 1
     try:
         uploads.store_chunk(upload, index, request.stream, request.headers.get("X-Chunk-SHA256"))
-    except uploads.UploadRejected as error:
-        raise _answer(error) from None
     except RequestEntityTooLarge:
         raise ApiError(413, "too_large", f"A chunk may be at most {limit} bytes.", limit=limit) from None
     except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
@@ -101,10 +93,7 @@ def get_upload(upload_id: str):
 @api_auth(Role.TELECALLER)
 def complete_upload(upload_id: str):
     upload = upload_for(g.user, upload_id)
-    try:
-        job_id = uploads.complete(upload)
-    except uploads.UploadRejected as error:
-        raise _answer(error) from None
+    job_id = uploads.complete(upload)
     return {"job_id": job_id}, 202
 
 
@@ -112,10 +101,7 @@ def complete_upload(upload_id: str):
 @api_auth(Role.TELECALLER)
 def delete_upload(upload_id: str):
     upload = upload_for(g.user, upload_id)
-    try:
-        uploads.cancel(upload)
-    except uploads.UploadRejected as error:
-        raise _answer(error) from None
+    uploads.cancel(upload)
     return "", 204
 
 
@@ -137,10 +123,7 @@ def upload_recording(call_log_id: int):
         raise IncompleteBody() from None
     if part is None:
         raise ApiError(422, "validation_failed", "Invalid fields: file.", fields={"file": "is required"})
-    try:
-        job_id = uploads.start_single_upload(g.user, call_log, part.stream, part.filename)
-    except uploads.UploadRejected as error:
-        raise _answer(error) from None
+    job_id = uploads.start_single_upload(g.user, call_log, part.stream, part.filename)
     return {"job_id": job_id}, 202
 
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import sqlalchemy as sa
 from flask import g, render_template
 
+from ...auth import page_auth
 from ...extensions import db
 from ...models import CallLog, Lead, Role, User
-from ...permissions import page_auth, visible_leads
+from ...permissions import visible_call_logs, visible_leads, visible_users
 from . import bp, links_for
 
 #: More places for the home page, shown when they exist: (path, label, roles).
@@ -31,9 +32,9 @@ def index():
     stats = {"leads": _count(sa.select(Lead.id).where(visible_leads(user)))}
     if user.is_admin:
         telecallers = sa.select(User.id).where(
-            User.branch_id == user.branch_id, User.role == Role.TELECALLER, User.active.is_(True)
+            visible_users(user), User.role == Role.TELECALLER, User.active.is_(True)
         )
         stats["telecallers"] = _count(telecallers)
     else:
-        stats["calls"] = _count(sa.select(CallLog.id).where(CallLog.telecaller_id == user.id))
+        stats["calls"] = _count(sa.select(CallLog.id).join(CallLog.lead).where(visible_call_logs(user)))
     return render_template("index.html", user=user, stats=stats, links=links_for(user, HOME_LINKS))

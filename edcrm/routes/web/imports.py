@@ -7,14 +7,16 @@ import sqlalchemy as sa
 from flask import current_app, flash, g, redirect, render_template, request, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
+from ...auth import page_auth
 from ...extensions import csrf, db
 from ...forms import ImportForm
 from ...imports.upload import FileTooLarge, ImportRejected, active_telecallers, describe_size, start_import
 from ...models import ImportStatus, LeadImport, Role, User
-from ...permissions import import_for, page_auth, visible_imports
+from ...permissions import import_for, visible_imports
 from ..api.imports import error_report_response
 from ..bodies import IncompleteBody
-from ..import_uploads import limit_request_size, status_of
+from ..errors import status_of
+from ..import_uploads import limit_request_size
 from . import bp
 
 HISTORY_LIMIT = 200
@@ -25,6 +27,12 @@ def _form_page(form: ImportForm, status: int = 200):
     form.telecaller_ids.choices = [(user.id, user.email) for user in telecallers]
     limit = describe_size(current_app.config["MAX_CSV_BYTES"])
     return render_template("imports/new.html", form=form, telecallers=telecallers, limit=limit), status
+
+
+def _refused(error: ImportRejected, form: ImportForm):
+    """The form again, with why the file was refused, under the refusal's status."""
+    flash(error.message, "error")
+    return _form_page(form, status_of(error))
 
 
 # The form's own CSRF check (FlaskForm.validate_on_submit) protects this view; the global check is
@@ -38,8 +46,7 @@ def new_import():
         try:
             request.files, request.form  # noqa: B018  (parse now, under the limit)
         except RequestEntityTooLarge:
-            flash(FileTooLarge(current_app.config["MAX_CSV_BYTES"]).message, "error")
-            return _form_page(ImportForm(formdata=None), 413)
+            return _refused(FileTooLarge(current_app.config["MAX_CSV_BYTES"]), ImportForm(formdata=None))
         except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
             raise IncompleteBody() from None
 
@@ -57,8 +64,7 @@ def new_import():
     try:
         lead_import = start_import(g.user, upload.stream, upload.filename, form.telecaller_ids.data)
     except ImportRejected as error:
-        flash(error.message, "error")
-        return _form_page(form, status_of(error))
+        return _refused(error, form)
     finally:
         upload.close()
     flash(f"Import #{lead_import.id} of {lead_import.filename} is queued.", "success")

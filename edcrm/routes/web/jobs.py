@@ -3,15 +3,20 @@ record it serves, and the retry / cancel / retry-all-failed buttons (CSRF-protec
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from flask import flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
+from ...auth import page_auth
 from ...extensions import db
 from ...jobs import ledger, listing
+from ...jobs.ledger import BrokerUnavailable, JobStateConflict
 from ...jobs.subjects import IMPORT, Subject, retry_refusal, subject_of
 from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
 from ...models.job import CANCELLABLE, FINAL, RETRYABLE
-from ...permissions import job_for, page_auth, visible_jobs
+from ...permissions import job_for, may_see_import, may_see_upload, visible_jobs
 from . import bp
 from .session import safe_next
 
@@ -41,8 +46,10 @@ def filter_args(where: listing.JobFilter, **changes) -> dict[str, str]:
 
 def subject_link(subject: Subject | None) -> dict | None:
     """What the pages show of the record a job serves: a label and, where a page shows it, a link."""
-    if subject is None:
-        return None
+    return None if subject is None else _link_to(subject)
+
+
+def _link_to(subject: Subject) -> dict:
     if subject.kind == IMPORT:
         return {"label": f"Import #{subject.id}", "url": url_for("web.show_import", import_id=subject.id)}
     return {"label": f"Recording upload {str(subject.id)[:8]}…", "url": None}
@@ -79,16 +86,16 @@ def list_jobs():
 def _served(job: Job) -> dict | None:
     """The record job serves, as the job page shows it (None once the record is gone)."""
     subject = subject_of(job)
-    link = subject_link(subject)
     if subject is None:
         return None
+    link = _link_to(subject)
     if subject.kind == IMPORT:
         lead_import = db.session.get(LeadImport, subject.id) if isinstance(subject.id, int) else None
-        if lead_import is None or lead_import.branch_id != g.user.branch_id:
+        if lead_import is None or not may_see_import(g.user, lead_import):
             return {**link, "url": None, "details": "The import no longer exists."}
         return {**link, "details": f"{lead_import.filename}: {lead_import.status.value}"}
     upload = db.session.get(RecordingUpload, str(subject.id))
-    if upload is None:
+    if upload is None or not may_see_upload(g.user, upload):
         return {**link, "details": "The upload no longer exists."}
     if upload.recording_id is not None:  # what the job made: its audio
         link = {
@@ -98,7 +105,7 @@ def _served(job: Job) -> dict | None:
     call_log = db.session.get(CallLog, upload.call_log_id) if upload.call_log_id else None
     details = f"upload {upload.id[:8]}… of {upload.filename}, {upload.status.value}"
     if call_log is not None:
-        telecaller = db.session.get(User, call_log.telecaller_id)
+        telecaller = db.session.get_one(User, call_log.telecaller_id)
         details += f", for call #{call_log.id} by {telecaller.email}"
     if upload.error:
         details += f": {upload.error}"
@@ -138,15 +145,23 @@ def _job_link(job: Job) -> Markup:
     return Markup('<a href="{}">{}</a>').format(url_for("web.show_job", job_id=job.id), job.actor)
 
 
+@contextmanager
+def _refusal_flashed(not_done: str) -> Iterator[None]:
+    """A button the ledger refuses (the job's state, the job queue down) is flashed, `not_done: why`,
+    on the page the admin is sent back to: the page's answer, where the API has its status."""
+    try:
+        yield
+    except (JobStateConflict, BrokerUnavailable) as error:
+        flash(f"{not_done}: {error}", "error")
+
+
 @bp.post("/jobs/<job_id>/retry")
 @page_auth(Role.ADMIN)
 def retry_job(job_id: str):
     job = job_for(g.user, job_id)
-    try:
+    with _refusal_flashed("Not retried"):
         ledger.retry(job.id)
         flash(Markup("Job {} is queued again.").format(_job_link(job)), "success")
-    except (ledger.JobStateConflict, ledger.BrokerUnavailable) as error:
-        flash(f"Not retried: {error}", "error")
     return _back(url_for("web.show_job", job_id=job.id))
 
 
@@ -154,11 +169,9 @@ def retry_job(job_id: str):
 @page_auth(Role.ADMIN)
 def cancel_job(job_id: str):
     job = job_for(g.user, job_id)
-    try:
+    with _refusal_flashed("Not cancelled"):
         ledger.cancel(job.id)
         flash(Markup("Job {} is cancelled.").format(_job_link(job)), "success")
-    except ledger.JobStateConflict as error:
-        flash(f"Not cancelled: {error}", "error")
     return _back(url_for("web.show_job", job_id=job.id))
 
 
@@ -166,11 +179,8 @@ def cancel_job(job_id: str):
 @page_auth(Role.ADMIN)
 def retry_failed_jobs():
     where = _filter_from(request.form)
-    try:
+    with _refusal_flashed("Stopped"):
         report = listing.retry_failed(where)
-    except ledger.BrokerUnavailable as error:
-        flash(f"Stopped: {error}", "error")
-    else:
         message = f"{len(report.retried)} failed job(s) queued again."
         if report.remaining:
             message += f" {report.remaining} more are failed: press the button again for them."

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from flask import g
 
-from ...permissions import page_auth, recording_for
+from ...auth import page_auth
+from ...permissions import recording_for
 from ..recording_download import download
 from . import bp
 
