@@ -87,7 +87,7 @@ def named_file(prefix: str, suffix: str = "") -> IO[bytes]:
 def spooled_file(prefix: str, max_size: int = 500 * 1024) -> IO[bytes]:
     """A temporary file (rb+) held in memory up to max_size, then on disk in this process's spool
     directory (werkzeug's form parts: anonymous files, so gone with the process whatever happens)."""
-    return tempfile.SpooledTemporaryFile(max_size=max_size, mode="rb+", prefix=prefix, dir=directory())  # type: ignore[return-value]
+    return tempfile.SpooledTemporaryFile(max_size=max_size, mode="rb+", prefix=prefix, dir=str(directory()))
 
 
 def _remove(pid: int) -> None:
