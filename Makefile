@@ -1,6 +1,7 @@
 # edcrm: `make run` serves the app on the embedded defaults, `make test` runs every test.
 # Both start from nothing: they create the project's own virtualenv (.venv) and install into it, at the
-# versions of constraints.txt, again only when pyproject.toml or constraints.txt changes.
+# versions of constraints.txt, again only when pyproject.toml or constraints.txt changes. `make test`
+# also installs the Chromium its browser tests drive, when it can (see `chromium` below).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -12,12 +13,17 @@ PORT   ?= 5000
 HOST   ?= 127.0.0.1
 export PORT HOST
 
-.PHONY: run test lint format bench-jobs bench-import bench-recordings clean
+#: The browsers tests/browser/conftest.py looks for on PATH (CHROMIUM_PATH names any other).
+CHROMIUMS := chromium chromium-browser google-chrome-stable google-chrome
+
+.PHONY: run test lint format chromium bench-jobs bench-import bench-recordings clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]' -c constraints.txt
+	# The slimmed botocore data S3 clients load (10 MB less per process): see edcrm/storage/botocore_data.py.
+	$(BIN)/python -m edcrm.storage.botocore_data
 	touch $@
 
 run: $(STAMP)
@@ -29,12 +35,33 @@ run: $(STAMP)
 	@echo
 	$(BIN)/gunicorn -c gunicorn.conf.py app:app
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/pytest
 
+# The browser tests drive Debian's chromium. When no Chromium is there and this user may install
+# packages (root, or sudo without a password), install it; otherwise say so: the browser tests then skip
+# with the reason (and fail under CI=true).
+chromium:
+	@if [ -n "$${CHROMIUM_PATH:-}" ]; then exit 0; fi; \
+	for name in $(CHROMIUMS); do command -v $$name >/dev/null 2>&1 && exit 0; done; \
+	if [ "$$(id -u)" -eq 0 ]; then as_root=""; \
+	elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo -n"; \
+	else echo "make: no Chromium, and installing one needs root or passwordless sudo: the browser tests will skip"; exit 0; fi; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "make: no Chromium, and no apt-get to install Debian's: the browser tests will skip"; exit 0; fi; \
+	echo "make: installing Debian's chromium for the browser tests"; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	$$as_root apt-get install -y -q --no-install-recommends chromium \
+		|| { $$as_root apt-get update -q && $$as_root apt-get install -y -q --no-install-recommends chromium; } \
+		|| echo "make: chromium could not be installed: the browser tests will skip"
+
+# ruff, mypy (configured in pyproject.toml) and import-linter's layer contracts.
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	@if grep -q '^\[tool\.importlinter\]' pyproject.toml; then $(BIN)/lint-imports; \
+	else echo "lint-imports: skipped, pyproject.toml configures no [tool.importlinter] contract"; fi
 
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
@@ -53,4 +80,4 @@ bench-import: $(STAMP)
 	$(BIN)/python bench/import.py $(BENCH_ARGS)
 
 clean:
-	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache tests/artifacts
+	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache .mypy_cache tests/artifacts

@@ -69,7 +69,7 @@ def on_starting(server):
 
 
 def child_exit(server, worker):
-    """A web process is gone: its live gauges no longer count (its counters still do)."""
+    """A web process is gone: its live gauges stop counting (its counters still do)."""
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 

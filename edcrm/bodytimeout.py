@@ -96,5 +96,6 @@ def _answer(error: BodyTimeout):
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = BodyTimeoutMiddleware(app.wsgi_app, app.config["BODY_TIMEOUT_S"])
+    # Flask's documented way to wrap its WSGI app, which mypy takes for overwriting a method.
+    app.wsgi_app = BodyTimeoutMiddleware(app.wsgi_app, app.config["BODY_TIMEOUT_S"])  # type: ignore[method-assign]
     app.register_error_handler(BodyTimeout, _answer)

@@ -109,6 +109,7 @@ class Request:
             if self.head_end is None:  # framing this loop cannot tell: gunicorn's parser decides
                 return "streams"
         body = len(self.data) - self.head_end
+        done: bool | None
         if self.length is not None:
             done = body >= self.length
         elif self.chunks is not None:
@@ -182,10 +183,10 @@ class ChunkedScan:
                     return True
                 pos = eol + 2
                 continue
-            size = bytes(data[pos:eol]).split(b";", 1)[0].rstrip(b" \t")
-            if not size or len(size) > 16 or not self.HEX.issuperset(size):
+            size_line = bytes(data[pos:eol]).split(b";", 1)[0].rstrip(b" \t")
+            if not size_line or len(size_line) > 16 or not self.HEX.issuperset(size_line):
                 return None
-            size = int(size, 16)
+            size = int(size_line, 16)
             if size == 0:
                 self.trailers = True
                 pos = eol + 2

@@ -4,7 +4,7 @@ a stream S3 sends from disk, a recording being assembled).
 Every process spools into a directory of its own, `TMPDIR/edcrm-spool/HOST-PID/`, made on first use and
 removed when the process exits. A process killed mid-upload or mid-finalize (OOM, SIGKILL, a machine
 restart) cannot remove its files, so `sweep()` removes the directories of this host's processes that
-no longer exist: at every start (`create_app`) and from the hourly upload pruner. Nothing else writes
+are gone: at every start (`create_app`) and from the hourly upload pruner. Nothing else writes
 there, so a spool never outlives the process that made it by longer than the next start or the next
 hour.
 
@@ -31,7 +31,7 @@ from typing import IO
 log = logging.getLogger(__name__)
 
 ROOT_NAME = "edcrm-spool"
-#: Files older than this in TMPDIR itself, named as spools were before they had a directory, are strays.
+#: Files older than this in TMPDIR itself (outside edcrm-spool/), named like spool files, are strays.
 LOOSE_SPOOL_AGE_S = 24 * 3600
 LOOSE_SPOOL_PREFIXES = ("edcrm-upload-", "edcrm-recording-", "edcrm-s3-")
 
@@ -87,7 +87,7 @@ def named_file(prefix: str, suffix: str = "") -> IO[bytes]:
 def spooled_file(prefix: str, max_size: int = 500 * 1024) -> IO[bytes]:
     """A temporary file (rb+) held in memory up to max_size, then on disk in this process's spool
     directory (werkzeug's form parts: anonymous files, so gone with the process whatever happens)."""
-    return tempfile.SpooledTemporaryFile(max_size=max_size, mode="rb+", prefix=prefix, dir=directory())  # type: ignore[return-value]
+    return tempfile.SpooledTemporaryFile(max_size=max_size, mode="rb+", prefix=prefix, dir=str(directory()))
 
 
 def _remove(pid: int) -> None:
@@ -107,8 +107,8 @@ def process_alive(pid: int) -> bool:
 
 
 def sweep(now: float | None = None) -> int:
-    """Remove the spool directories of this host's processes that no longer exist, and spool files
-    left loose in TMPDIR (by versions that had no spool directory) for a day; the count removed.
+    """Remove the spool directories of this host's processes that are gone, and files named like spool
+    files that have lain loose in TMPDIR itself for a day; the count removed.
     Never raises: a sweep that cannot run leaves the spools for the next one."""
     removed = 0
     try:

@@ -1,6 +1,11 @@
-"""The slimmed botocore data (edcrm.storage.botocore_data) makes the same S3 client as botocore's own."""
+"""The slimmed botocore data (edcrm.storage.botocore_data) makes the same S3 client as botocore's own;
+without it, clients load botocore's own data."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
 
 import boto3
 import pytest
@@ -12,10 +17,18 @@ CREDENTIALS = {"aws_access_key_id": "a", "aws_secret_access_key": "b"}
 
 
 @pytest.fixture
-def slim_folder(tmp_path, monkeypatch):
+def no_slim_folder(tmp_path, monkeypatch):
+    """Where the data would be, not made yet."""
     monkeypatch.setenv("EDCRM_BOTOCORE_CACHE", str(tmp_path))
     monkeypatch.delenv("AWS_DATA_PATH", raising=False)
-    return botocore_data.cache_folder()
+    return botocore_data.data_folder()
+
+
+@pytest.fixture
+def slim_folder(no_slim_folder):
+    """The data, made as make's install step makes it."""
+    assert botocore_data.main([]) == 0
+    return no_slim_folder
 
 
 def clients(region: str, **options):
@@ -27,7 +40,7 @@ def clients(region: str, **options):
     ]
 
 
-def test_made_once_then_loaded_with_botocore_s_own_semantics(slim_folder):
+def test_loaded_with_botocore_s_own_semantics(slim_folder):
     session = botocore_data.session()
     assert session.get_component("data_loader").load_data_with_path("endpoints")[1].startswith(slim_folder)
     slim, full = clients("eu-west-1")
@@ -56,3 +69,29 @@ def test_user_models_keep_botocore_s_own_loader(slim_folder, monkeypatch, tmp_pa
     monkeypatch.setenv("AWS_DATA_PATH", str(tmp_path / "models"))
     session = botocore_data.session()
     assert not isinstance(session.get_component("data_loader"), botocore_data.SlimLoader)
+
+
+def test_without_the_data_clients_load_botocore_s_own_and_nothing_is_made(no_slim_folder, monkeypatch):
+    def no_subprocess(*args, **kwargs):
+        raise AssertionError("no process may be spawned to make the data")
+
+    monkeypatch.setattr(subprocess, "run", no_subprocess)
+    monkeypatch.setattr(subprocess, "Popen", no_subprocess)
+    session = botocore_data.session()
+    assert not isinstance(session.get_component("data_loader"), botocore_data.SlimLoader)
+    slim, full = clients("eu-west-1")
+    assert slim.meta.service_model.operation_names == full.meta.service_model.operation_names
+    assert not os.path.exists(no_slim_folder)
+
+
+def test_made_by_the_install_step_in_the_environment(tmp_path, monkeypatch):
+    """`python -m edcrm.storage.botocore_data`, as make's install step runs it: into the environment's
+    share/edcrm (the folder S3 clients look in), once."""
+    monkeypatch.delenv("EDCRM_BOTOCORE_CACHE", raising=False)
+    assert botocore_data.data_folder().startswith(os.path.join(sys.prefix, "share", "edcrm"))
+    monkeypatch.setenv("EDCRM_BOTOCORE_CACHE", str(tmp_path))
+    run = [sys.executable, "-m", "edcrm.storage.botocore_data"]
+    made = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert "made in" in made.stdout and os.path.isdir(botocore_data.data_folder())
+    again = subprocess.run(run, capture_output=True, text=True, check=True)
+    assert "is in" in again.stdout

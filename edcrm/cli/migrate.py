@@ -39,7 +39,10 @@ class LazyMigrateCommand(click.Command):
 
     def make_context(self, info_name, args, parent=None, **extra) -> click.Context:
         # click runs `sub_ctx.command.invoke(sub_ctx)`: the context of the real group runs the real group.
-        return bind_migrate(self._app()).make_context(info_name, args, parent=parent, **extra)
+        app = self._app()
+        if app is None:  # the command outlived its app: nothing to migrate
+            raise click.UsageError("the app of this command is gone")
+        return bind_migrate(app).make_context(info_name, args, parent=parent, **extra)
 
 
 def init_app(app: Flask) -> None:

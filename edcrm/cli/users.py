@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from typing import Any, cast
 
 import click
 import sqlalchemy as sa
+from sqlalchemy.engine import CursorResult
 
 from ..extensions import db
 from ..models import ApiToken, Branch, Role, User
@@ -33,7 +35,8 @@ def _revoke(user: User, name: str | None = None) -> int:
     stmt = sa.update(ApiToken).where(ApiToken.user_id == user.id, ApiToken.revoked_at.is_(None))
     if name is not None:
         stmt = stmt.where(ApiToken.name == name)
-    return db.session.execute(stmt.values(revoked_at=utcnow())).rowcount
+    # An UPDATE answers a CursorResult, which counts its rows (Session.execute is typed as a Result).
+    return cast(CursorResult[Any], db.session.execute(stmt.values(revoked_at=utcnow()))).rowcount
 
 
 def _demo_user(branch: Branch, role: Role, email: str, password: str) -> dict:

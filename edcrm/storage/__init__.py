@@ -90,7 +90,7 @@ def storage_from_url(
 
 def get_storage() -> Storage:
     """The current app's storage, built from its configuration on first use and kept for the app."""
-    app = current_app._get_current_object()
+    app = current_app
     storage = app.extensions.get(EXTENSION_NAME)
     if storage is None:
         with _lock:

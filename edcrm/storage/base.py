@@ -10,7 +10,7 @@ from __future__ import annotations
 import abc
 import os
 from collections.abc import Callable, Iterable
-from typing import BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 #: Block size of every copy: big enough for throughput, small enough to keep memory flat.
 BLOCK_SIZE = 1024 * 1024
@@ -98,7 +98,7 @@ class Storage(abc.ABC):
             return self.save(key, file)
 
     def assemble(
-        self, key: str, blocks: Iterable[bytes], spool: BinaryIO, verify: Callable[[], None] = lambda: None
+        self, key: str, blocks: Iterable[bytes], spool: IO[bytes], verify: Callable[[], None] = lambda: None
     ) -> int:
         """Store the concatenation of blocks under key; return its size. Memory stays bounded: the
         blocks are written to spool (a named local file the caller keeps, e.g. to read the audio's

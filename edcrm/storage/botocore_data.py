@@ -1,4 +1,5 @@
-"""A botocore session that loads a slimmed copy of the data an S3 client needs.
+"""A slimmed copy of the botocore data an S3 client needs, made at install time, and a session that
+loads it.
 
 Building an S3 client makes botocore parse `endpoints.json` (1.25 MB of JSON: every AWS service in every
 region) and S3's service model (1.4 MB, four fifths of it documentation strings), and the process keeps
@@ -7,47 +8,40 @@ S3 operations. Memory freed after parsing does not go back to the system either 
 the full and the slimmed copies are interleaved), so the slimming cannot happen in the process that
 uses the data.
 
-So the first process of a machine that needs an S3 client runs this file as a script, in a process of
-its own: it writes, from the installed botocore's own data, `endpoints.json` with only the `s3` service
-of each partition and S3's `service-2.json` without its documentation, into a cache folder named after
-botocore's version (`~/.cache/edcrm/botocore-VERSION`, or `EDCRM_BOTOCORE_CACHE`). Clients then load
-those files first: the same operations, shapes, errors, endpoints and rules, only smaller. If the copy
-cannot be made (no writable cache folder), or `AWS_DATA_PATH` points at models of the user's own,
-botocore's defaults are used, as before.
+So the copy is made once per installation, by `make`'s install step (`python -m
+edcrm.storage.botocore_data`): from the installed botocore's own data, `endpoints.json` with only the
+`s3` service of each partition and S3's `service-2.json` without its documentation, in a folder named
+after botocore's version, `share/edcrm/botocore-VERSION` under the Python environment (`sys.prefix`,
+the virtualenv), or under `EDCRM_BOTOCORE_CACHE`. S3 clients then load those files first: the same
+operations, shapes, errors, endpoints and rules, only smaller. Where the folder is missing (an install
+without make, or a botocore upgraded since), or `AWS_DATA_PATH` points at models of the user's own,
+clients load botocore's bundled data: the same client, 10 MB larger.
 
-This file imports nothing of edcrm: it runs as a script (`python botocore_data.py FOLDER`). Delete the
-folder to have it made again.
+Delete the folder and run the module again to remake it.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
-import logging
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import threading
 
 import botocore
 import botocore.session
 from botocore.loaders import Loader
-
-log = logging.getLogger(__name__)
 
 #: Keys of the service model that only botocore's documentation generator reads.
 DOC_KEYS = frozenset({"documentation", "documentationUrl"})
 #: Top-level sections of the model kept whole.
 KEEP_DOCS = frozenset({"clientContextParams"})
 
-_lock = threading.Lock()
 
-
-def cache_folder() -> str:
-    base = os.environ.get("EDCRM_BOTOCORE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edcrm"
-    )
+def data_folder() -> str:
+    """Where the slimmed data of the installed botocore lives (whether it was made or not)."""
+    base = os.environ.get("EDCRM_BOTOCORE_CACHE") or os.path.join(sys.prefix, "share", "edcrm")
     return os.path.join(base, f"botocore-{botocore.__version__}")
 
 
@@ -65,33 +59,14 @@ class SlimLoader(Loader):
 
 
 def session() -> botocore.session.Session:
-    """A botocore session for S3 clients that loads the slimmed data (made first if need be), or an
-    ordinary session when it cannot."""
+    """A botocore session for S3 clients that loads the slimmed data, or an ordinary session where the
+    data was not made (or the user has models of their own)."""
     botocore_session = botocore.session.Session()
-    if os.environ.get("AWS_DATA_PATH"):
+    folder = data_folder()
+    if os.environ.get("AWS_DATA_PATH") or not os.path.isdir(folder):
         return botocore_session
-    folder = cache_folder()
-    if not os.path.isdir(folder):
-        with _lock:
-            if not os.path.isdir(folder) and not _make(folder):
-                return botocore_session
     botocore_session.register_component("data_loader", SlimLoader(folder))
     return botocore_session
-
-
-def _make(folder: str) -> bool:
-    try:
-        subprocess.run(
-            [sys.executable, "-I", os.path.abspath(__file__), folder],
-            check=True,
-            capture_output=True,
-            timeout=120,
-        )
-    except (OSError, subprocess.SubprocessError) as error:
-        detail = getattr(error, "stderr", b"") or b""
-        log.warning("botocore's data stays unslimmed: %s %s", error, detail.decode(errors="replace")[-500:])
-        return False
-    return os.path.isdir(folder)
 
 
 def _without_docs(value):
@@ -135,5 +110,22 @@ def build(folder: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
+def main(argv: list[str] | None = None) -> int:
+    """`python -m edcrm.storage.botocore_data [FOLDER]`: make the slimmed data unless it is there."""
+    parser = argparse.ArgumentParser(description="Make the slimmed botocore data that S3 clients load.")
+    parser.add_argument("folder", nargs="?", help="default: the folder S3 clients look in")
+    folder = parser.parse_args(argv).folder or data_folder()
+    if os.path.isdir(folder):
+        print(f"botocore's slimmed S3 data is in {folder}")
+        return 0
+    try:
+        build(folder)
+    except OSError as error:
+        print(f"botocore's slimmed S3 data could not be made ({error}): S3 clients load botocore's own")
+        return 1
+    print(f"botocore's slimmed S3 data made in {folder}")
+    return 0
+
+
 if __name__ == "__main__":
-    build(sys.argv[1])
+    sys.exit(main())

@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO, cast
 from urllib.parse import quote
 
 import boto3
@@ -196,8 +196,9 @@ def _wait_for_room(parts: list[Future], concurrency: int) -> None:
     if len(pending) >= concurrency:
         wait(pending, return_when=FIRST_COMPLETED)
     for part in parts:
-        if part.done() and part.exception() is not None:
-            raise part.exception()
+        error = part.exception() if part.done() else None
+        if error is not None:
+            raise error
 
 
 class S3Storage(Storage):
@@ -270,7 +271,7 @@ class S3Storage(Storage):
 
     @_reports_outages
     def assemble(
-        self, key: str, blocks: Iterable[bytes], spool: BinaryIO, verify: Callable[[], None] = lambda: None
+        self, key: str, blocks: Iterable[bytes], spool: IO[bytes], verify: Callable[[], None] = lambda: None
     ) -> int:
         """A multipart upload whose parts go up from the spool, each as soon as it is complete on disk,
         while the next ones are still being written: the upload overlaps the reading of the blocks, and
@@ -278,7 +279,8 @@ class S3Storage(Storage):
         are gathered into parts of ASSEMBLE_PART_SIZE (S3 wants 5 MiB at least but for the last). On any
         failure, or when verify refuses the bytes, the upload is aborted: no object, no stray parts."""
         object_key = self.object_key(key)
-        part_size, size, parts = ASSEMBLE_PART_SIZE, 0, []
+        part_size, size = ASSEMBLE_PART_SIZE, 0
+        parts: list[Future[str]] = []
         upload_id = None
         pool = ThreadPoolExecutor(ASSEMBLE_CONCURRENCY, thread_name_prefix="edcrm-s3-part")
         try:
@@ -335,7 +337,8 @@ class S3Storage(Storage):
             if is_not_found(error):
                 raise ObjectNotFound(key) from None
             raise
-        return _Body(response["Body"], self)
+        # _Body reads like the BinaryIO its callers expect (and hands anything else to botocore's body).
+        return cast(BinaryIO, _Body(response["Body"], self))
 
     @_reports_outages
     def delete(self, key: str) -> None:
