@@ -33,6 +33,7 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     queue_name="csv_import",
     time_limit=IMPORT_TIME_LIMIT_MS,
     on_retry_exhausted=import_leads_exhausted.actor_name,
+    actor_name=job_rules.IMPORT_LEADS,
     serves=IMPORT,
 )
 def import_leads(import_id: int) -> None:

@@ -78,6 +78,7 @@ def _tell(upload_id: str, reason) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    actor_name=job_rules.PROCESS_CHUNKED_RECORDING,
     serves=RECORDING_UPLOAD,
 )
 def process_chunked_recording(upload_id: str) -> None:
@@ -92,6 +93,7 @@ def process_chunked_recording(upload_id: str) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    actor_name=job_rules.PROCESS_RECORDING_UPLOAD,
     serves=RECORDING_UPLOAD,
 )
 def process_recording_upload(upload_id: str) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from flask import g, request, url_for
 
-from ...jobs import ledger, listing
+from ...jobs import BrokerUnavailable, JobStateConflict, RetryRefused, ledger, listing
 from ...jobs.subjects import IMPORT, subject_of
 from ...models import Job, JobState, Role
 from ...permissions import api_auth, job_for, visible_jobs
@@ -41,13 +41,13 @@ def job_filter(fields: Fields, *, with_state: bool = True) -> listing.JobFilter:
     )
 
 
-def _conflict(error: ledger.JobStateConflict) -> ApiError:
-    if isinstance(error, ledger.RetryRefused):  # the right state, but a retry could only end cancelled
+def _conflict(error: JobStateConflict) -> ApiError:
+    if isinstance(error, RetryRefused):  # the right state, but a retry could only end cancelled
         return ApiError(409, "not_retryable", error.reason, state=error.job.state.value)
     return ApiError(409, "wrong_state", str(error), state=error.job.state.value)
 
 
-def _unavailable(error: ledger.BrokerUnavailable) -> ApiError:
+def _unavailable(error: BrokerUnavailable) -> ApiError:
     return ApiError(503, "queue_unavailable", str(error))
 
 
@@ -80,9 +80,9 @@ def retry_job(job_id: str):
     job = job_for(g.user, job_id)
     try:
         return job_json(ledger.retry(job.id)), 202
-    except ledger.JobStateConflict as error:
+    except JobStateConflict as error:
         raise _conflict(error) from None
-    except ledger.BrokerUnavailable as error:
+    except BrokerUnavailable as error:
         raise _unavailable(error) from None
 
 
@@ -92,7 +92,7 @@ def cancel_job(job_id: str):
     job = job_for(g.user, job_id)
     try:
         return job_json(ledger.cancel(job.id)), 202
-    except ledger.JobStateConflict as error:
+    except JobStateConflict as error:
         raise _conflict(error) from None
 
 
@@ -105,6 +105,6 @@ def retry_failed_jobs():
     fields.check()
     try:
         report = listing.retry_failed(where)
-    except ledger.BrokerUnavailable as error:
+    except BrokerUnavailable as error:
         raise _unavailable(error) from None
     return {"retried": len(report.retried), "job_ids": report.retried, "remaining": report.remaining}, 202

@@ -7,7 +7,7 @@ from flask import flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
 
 from ...extensions import db
-from ...jobs import ledger, listing
+from ...jobs import BrokerUnavailable, JobStateConflict, ledger, listing
 from ...jobs.subjects import IMPORT, Subject, retry_refusal, subject_of
 from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
 from ...models.job import CANCELLABLE, FINAL, RETRYABLE
@@ -145,7 +145,7 @@ def retry_job(job_id: str):
     try:
         ledger.retry(job.id)
         flash(Markup("Job {} is queued again.").format(_job_link(job)), "success")
-    except (ledger.JobStateConflict, ledger.BrokerUnavailable) as error:
+    except (JobStateConflict, BrokerUnavailable) as error:
         flash(f"Not retried: {error}", "error")
     return _back(url_for("web.show_job", job_id=job.id))
 
@@ -157,7 +157,7 @@ def cancel_job(job_id: str):
     try:
         ledger.cancel(job.id)
         flash(Markup("Job {} is cancelled.").format(_job_link(job)), "success")
-    except ledger.JobStateConflict as error:
+    except JobStateConflict as error:
         flash(f"Not cancelled: {error}", "error")
     return _back(url_for("web.show_job", job_id=job.id))
 
@@ -168,7 +168,7 @@ def retry_failed_jobs():
     where = _filter_from(request.form)
     try:
         report = listing.retry_failed(where)
-    except ledger.BrokerUnavailable as error:
+    except BrokerUnavailable as error:
         flash(f"Stopped: {error}", "error")
     else:
         message = f"{len(report.retried)} failed job(s) queued again."
