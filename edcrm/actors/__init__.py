@@ -6,11 +6,9 @@ configures the broker, and only then imports the actor modules, so every actor i
 In the web process, create_app() has configured the job system before it imports this package.
 """
 
-from .. import jobs
+from .. import create_app, jobs
 
 if not jobs.is_configured():
-    from .. import create_app
-
     create_app(web=False)
 
 from . import imports, maintenance, recordings  # after the app configured the broker, on purpose

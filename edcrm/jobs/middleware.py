@@ -103,15 +103,6 @@ class JobLedger(Middleware):
         context.push()
         self._claims[message.message_id] = (attempt, context)
 
-    def _release(self, message: dramatiq.MessageProxy) -> int | None:
-        """The attempt this thread claimed for message, its app context popped; None if it claimed none."""
-        claimed = self._claims.pop(message.message_id, None)
-        if claimed is None:
-            return None
-        attempt, context = claimed
-        context.pop()
-        return attempt
-
     def after_process_message(
         self,
         broker: dramatiq.Broker,
@@ -120,9 +111,10 @@ class JobLedger(Middleware):
         result=None,
         exception: BaseException | None = None,
     ) -> None:
-        attempt = self._release(message)
-        if attempt is None:
+        claimed = self._claims.pop(message.message_id, None)
+        if claimed is None:
             return
+        attempt, context = claimed
         if exception is None:
             state = JobState.SUCCEEDED
         elif isinstance(exception, Unrecoverable):
@@ -131,19 +123,29 @@ class JobLedger(Middleware):
             state = JobState.FAILED
         else:
             state = JobState.RETRYING
-        records.record_finished(self._engine(), message, attempt=attempt, state=state, exception=exception)
+        try:
+            # Before the context's teardown: a retry's `retrying` is already written, its error must follow.
+            records.record_finished(
+                self._engine(), message, attempt=attempt, state=state, exception=exception
+            )
+        finally:
+            context.pop()
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Skipped by another middleware after this one claimed it (a periodic run that came too late,
         # a message past its age limit): it will not run, so say so.
-        attempt = self._release(message)
-        if attempt is None:
+        claimed = self._claims.pop(message.message_id, None)
+        if claimed is None:
             return
+        attempt, context = claimed
         state = JobState.FAILED if message.failed else JobState.CANCELLED
-        records.record_finished(
-            self._engine(),
-            message,
-            attempt=attempt,
-            state=state,
-            error="Skipped: the message came too late to run",
-        )
+        try:
+            records.record_finished(
+                self._engine(),
+                message,
+                attempt=attempt,
+                state=state,
+                error="Skipped: the message came too late to run",
+            )
+        finally:
+            context.pop()

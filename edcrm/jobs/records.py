@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 import dramatiq
 import sqlalchemy as sa
 from dramatiq.common import q_name
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
 from ..extensions import db
@@ -54,10 +55,7 @@ def new_token() -> str:
 
 
 def _build_enqueue(dialect: str):
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     columns = ("id", "actor", "queue", "args", "kwargs", "options", "token", "max_retries")
     columns += ("enqueued_at", "scheduled_at", "branch_id", "serves_kind", "serves_id")
     return (
