@@ -236,7 +236,8 @@ def test_a_message_with_a_stale_token_is_skipped(app, stub_broker):
 def test_a_message_sent_without_the_ledger_is_recorded_when_it_runs(app, stub_broker):
     with app.app_context():
         message = ping.message()
-        message.options[records.TOKEN] = "from-elsewhere"  # looks like a re-send: no row is written at enqueue
+        # Looks like a re-send: no row is written at enqueue.
+        message.options[records.TOKEN] = "from-elsewhere"
         stub_broker.enqueue(message)
         assert job(message.message_id) is None
         with worker_on(stub_broker) as worker:

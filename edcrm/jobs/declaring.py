@@ -70,7 +70,6 @@ def actor(
 
     def decorator(fn: Callable) -> dramatiq.Actor:
         declared = dramatiq.actor(
-            fn,
             broker=_broker_to_declare_on(),
             actor_name=actor_name or fn.__name__,
             queue_name=queue_name,
@@ -78,7 +77,7 @@ def actor(
             throws=(Unrecoverable,),
             time_limit=time_limit,
             **options,
-        )
+        )(fn)
         DECLARED[declared.actor_name] = declared
         return declared
 

@@ -36,7 +36,7 @@ def cancel(job_id: str) -> Job:
     """Cancel an enqueued or retrying job; its message is skipped when it comes up. The record it
     serves ends with it, in the same transaction (a recording upload: `cancelled`, its chunks kept)."""
     job = get(job_id)
-    result = db.session.execute(
+    result: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
         sa.update(Job)
         .where(Job.id == job_id, Job.state.in_(CANCELLABLE))
         .values(state=JobState.CANCELLED, finished_at=utcnow(), scheduled_at=None)
@@ -62,7 +62,7 @@ def retry(job_id: str, broker: dramatiq.Broker | None = None) -> Job:
     if job.state in RETRYABLE and (reason := subjects.retry_refusal(job)):
         raise RetryRefused(job, reason)
     previous, token = job.state, records.new_token()
-    result = db.session.execute(
+    result: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
         sa.update(Job)
         .where(Job.id == job_id, Job.state.in_(RETRYABLE))
         .values(state=JobState.ENQUEUED, token=token, retries=0, enqueued_at=utcnow(), finished_at=None)

@@ -65,10 +65,10 @@ class JobLedger(Middleware):
         return self._engine_of_app
 
     @staticmethod
-    def _options(broker: dramatiq.Broker, message: dramatiq.Message) -> dict:
+    def _options(broker: dramatiq.Broker, message: records.Delivery) -> dict:
         return broker.get_actor(message.actor_name).options
 
-    def _max_retries(self, broker: dramatiq.Broker, message: dramatiq.Message) -> int:
+    def _max_retries(self, broker: dramatiq.Broker, message: records.Delivery) -> int:
         default = self._options(broker, message).get("max_retries", DEFAULT_MAX_RETRIES)
         return message.options.get("max_retries", default)
 

@@ -38,6 +38,9 @@ if TYPE_CHECKING:
 
 _engine_lock = threading.Lock()
 
+#: A message, as sent or as a worker holds it.
+Delivery = dramatiq.Message | dramatiq.MessageProxy
+
 #: Message options that describe one delivery, not the job: never stored, never re-sent.
 _VOLATILE_OPTIONS = {"eta", "redis_message_id", "retries", "traceback", "requeue_timestamp", "ledger_token"}
 TOKEN = "ledger_token"
@@ -56,7 +59,7 @@ def new_token() -> str:
 
 def _build_enqueue(dialect: str):
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    columns = ("id", "actor", "queue", "args", "kwargs", "options", "token", "max_retries")
+    columns: tuple[str, ...] = ("id", "actor", "queue", "args", "kwargs", "options", "token", "max_retries")
     columns += ("enqueued_at", "scheduled_at", "branch_id", "serves_kind", "serves_id")
     return (
         insert(_jobs)
@@ -68,7 +71,7 @@ def _build_enqueue(dialect: str):
     )
 
 
-def _inherited(message: dramatiq.Message, option: str):
+def _inherited(message: Delivery, option: str):
     """A message's own option, or, for an `on_retry_exhausted` callback (whose first argument is the
     message it is about), that message's."""
     value = message.options.get(option)
@@ -81,13 +84,13 @@ def _is_id(value) -> bool:
     return isinstance(value, int | str) and not isinstance(value, bool)
 
 
-def branch_of(message: dramatiq.Message) -> int | None:
+def branch_of(message: Delivery) -> int | None:
     """The branch a message's job serves (its callbacks serve it too)."""
     branch = _inherited(message, BRANCH)
     return branch if isinstance(branch, int) and not isinstance(branch, bool) else None
 
 
-def subject_of(message: dramatiq.Message, serves: str | None = None) -> tuple[str, int | str] | None:
+def subject_of(message: Delivery, serves: str | None = None) -> tuple[str, int | str] | None:
     """(kind, id) of the record a message's job serves: its SUBJECT option (a callback's is the one of
     the message it is about), or else, for an actor declared with `serves=kind`, its first argument."""
     subject = _inherited(message, SUBJECT)
@@ -188,7 +191,7 @@ def dispose_engine(app: Flask) -> None:
         engine.dispose()
 
 
-def _execute(engine: Engine, statement, params: dict | None = None) -> sa.CursorResult:
+def _execute(engine: Engine, statement, params: dict | None = None) -> sa.Result:
     """Run one statement in a transaction of its own (on the autocommit ledger engine: one round trip).
 
     The ledger engine skips the pool's pre-ping (a round trip per checkout); a connection that went
@@ -206,9 +209,7 @@ def _execute(engine: Engine, statement, params: dict | None = None) -> sa.Cursor
     raise AssertionError("unreachable")
 
 
-def record_enqueued(
-    engine: Engine, message: dramatiq.Message, *, max_retries: int, delay_ms: int | None
-) -> None:
+def record_enqueued(engine: Engine, message: Delivery, *, max_retries: int, delay_ms: int | None) -> None:
     """A first send: the row exists, `enqueued`, before the message can reach any worker."""
     subject = subject_of(message)
     statement = _ENQUEUE.get(engine.dialect.name)
@@ -232,9 +233,7 @@ def record_enqueued(
     _execute(engine, statement, params)
 
 
-def record_retry_scheduled(
-    engine: Engine, message: dramatiq.Message, *, attempt: int, delay_ms: int | None
-) -> None:
+def record_retry_scheduled(engine: Engine, message: Delivery, *, attempt: int, delay_ms: int | None) -> None:
     """Retries is re-enqueuing the failed attempt: `retrying`, written before the retry can be claimed."""
     _execute(
         engine,
@@ -249,7 +248,7 @@ def record_retry_scheduled(
     )
 
 
-def claim(engine: Engine, message: dramatiq.Message, *, max_retries: int) -> int | None:
+def claim(engine: Engine, message: Delivery, *, max_retries: int) -> int | None:
     """Start an attempt: the attempt's number, or None when the message must be skipped.
 
     Skipped: the job was cancelled, is already finished (a duplicate delivery), or was re-sent by hand
@@ -272,7 +271,7 @@ def claim(engine: Engine, message: dramatiq.Message, *, max_retries: int) -> int
 
 def record_finished(
     engine: Engine,
-    message: dramatiq.Message,
+    message: Delivery,
     *,
     attempt: int,
     state: JobState,

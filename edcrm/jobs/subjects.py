@@ -57,7 +57,7 @@ def job_cancelled(job: Job) -> None:
     """An operator cancelled job: its record ends too (uncommitted: the cancel commits both at once)."""
     subject = subject_of(job)
     rules = RULES.get(subject.kind) if subject else None
-    if rules is not None and rules.cancelled is not None:
+    if subject is not None and rules is not None and rules.cancelled is not None:
         rules.cancelled(subject)
 
 
@@ -65,6 +65,6 @@ def retry_refusal(job: Job) -> str | None:
     """Why retrying job cannot succeed (its record is gone or can never be worked on again), or None."""
     subject = subject_of(job)
     rules = RULES.get(subject.kind) if subject else None
-    if rules is None or rules.retry_refusal is None:
+    if subject is None or rules is None or rules.retry_refusal is None:
         return None
     return rules.retry_refusal(subject)

@@ -272,9 +272,9 @@ def complete(upload: RecordingUpload) -> str:
 def _enqueue(upload: RecordingUpload, actor_name: str) -> str:
     """receiving → processing with the job's id, committed before the job can run; then sent."""
     # The telecaller's branch rides along, so the ledger files the job under it.
-    branch_id = db.session.get(User, upload.telecaller_id).branch_id
+    branch_id = db.session.get_one(User, upload.telecaller_id).branch_id
     job_id = jobs.new_job_id()
-    moved = db.session.execute(
+    moved: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
         sa.update(RecordingUpload)
         .where(RecordingUpload.id == upload.id, RecordingUpload.status == UploadStatus.RECEIVING)
         .values(status=UploadStatus.PROCESSING, job_id=job_id, updated_at=utcnow())
