@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 from flask import Flask
 
-from .config import PROJECT_ROOT, from_env
+from . import config as settings
 from .memory import tune_malloc
 
 tune_malloc()  # before any thread starts: see edcrm.memory
@@ -20,10 +19,10 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
     web=False builds the app a `dramatiq` worker or the scheduler runs jobs in: the database, the job
     system and the storage, without the pages, the API, the CLI and their imports (a few MB a process).
     """
-    instance_path = Path(os.environ.get("EDCRM_INSTANCE_PATH") or PROJECT_ROOT / "instance")
+    instance_path = settings.instance_path(os.environ, config)
     instance_path.mkdir(parents=True, exist_ok=True)
     app = Flask(__name__, instance_path=str(instance_path))
-    app.config.from_mapping(from_env(os.environ, instance_path, overrides=config or {}))
+    app.config.from_mapping(settings.from_env(os.environ, instance_path, overrides=config or {}))
 
     from . import jobs, spool
     from .extensions import db
@@ -42,9 +41,9 @@ def create_app(config: Mapping | None = None, *, web: bool = True) -> Flask:
         routes.init_app(app)
         cli.init_app(app)
         bodytimeout.init_app(app)
-    jobs.init_app(app)
+    jobs.init_app(app)  # the app's broker, before any actor module is imported
     spool.sweep()  # the spools of processes killed since the last start
 
-    from . import actors  # noqa: F401  (declares the actors on the broker, so the app can send them)
+    from . import actors  # noqa: F401  (the first app declares the actors; init_app moves them later)
 
     return app

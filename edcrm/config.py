@@ -1,7 +1,9 @@
 """Configuration from the environment (twelve-factor), with the embedded defaults.
 
-Every variable of the contract is read here and nowhere else, so the web process, the workers,
-the scheduler and the CLI agree on what they run against.
+Every variable the app runs on is read here and nowhere else, into the app's configuration, so the
+web process, the workers, the scheduler and the CLI agree on what they run against. (The server's own
+settings, HOST, PORT, WEB_CONCURRENCY and WEB_THREADS, are gunicorn.conf.py's; botocore reads the AWS
+credentials itself.)
 """
 
 from __future__ import annotations
@@ -85,6 +87,13 @@ def body_timeout_s(env: Mapping[str, str]) -> int:
     return env_int(env, "BODY_TIMEOUT_S", 30, minimum=1)
 
 
+def instance_path(env: Mapping[str, str], overrides: Mapping | None = None) -> Path:
+    """EDCRM_INSTANCE_PATH: where the embedded mode keeps its database, its secret key and its state;
+    the repository's instance/ unless set (an override of the same name wins, for tests)."""
+    raw = (overrides or {}).get("EDCRM_INSTANCE_PATH") or env.get("EDCRM_INSTANCE_PATH")
+    return Path(raw) if raw else PROJECT_ROOT / "instance"
+
+
 def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | None = None) -> dict:
     """The app's configuration for this environment, with overrides (tests) applied on top."""
     overrides = overrides or {}
@@ -93,16 +102,24 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
     if max_backoff < min_backoff:
         raise ConfigError("JOB_MAX_BACKOFF_MS must not be below JOB_MIN_BACKOFF_MS")
     return {
+        "EDCRM_INSTANCE_PATH": str(instance_path),
         "SQLALCHEMY_DATABASE_URI": database_url(env.get("DATABASE_URL"), instance_path),
         "REDIS_URL": env.get("REDIS_URL") or None,
         "STORAGE_URL": env.get("STORAGE_URL") or (PROJECT_ROOT / "storage").as_uri(),
         "S3_ENDPOINT_URL": env.get("S3_ENDPOINT_URL") or None,
+        # botocore itself reads only AWS_DEFAULT_REGION (and the credentials); the contract names AWS_REGION.
+        "AWS_REGION": env.get("AWS_REGION") or None,
         "SECRET_KEY": overrides.get("SECRET_KEY") or env.get("SECRET_KEY") or secret_key(instance_path),
         "MAX_CSV_BYTES": env_int(env, "MAX_CSV_BYTES", 50 * MIB, minimum=1),
         "MAX_RECORDING_BYTES": env_int(env, "MAX_RECORDING_BYTES", 500 * MIB, minimum=1),
         "MAX_CHUNK_BYTES": env_int(env, "MAX_CHUNK_BYTES", 16 * MIB, minimum=1),
         "JOB_MIN_BACKOFF_MS": min_backoff,
         "JOB_MAX_BACKOFF_MS": max_backoff,
+        # A Redis worker that dies leaves its unacked messages to be redelivered once its heartbeat is
+        # older than the timeout, by the maintenance that a random share of broker commands (per
+        # million) runs. Dramatiq's defaults.
+        "BROKER_HEARTBEAT_TIMEOUT_MS": env_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1),
+        "BROKER_MAINTENANCE_PER_MILLION": env_int(env, "BROKER_MAINTENANCE_PER_MILLION", 1_000),
         "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
         "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),

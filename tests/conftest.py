@@ -5,27 +5,23 @@ down, except under CI=true, where a missing service fails the run."""
 from __future__ import annotations
 
 import os
+import tempfile
+import uuid
 
-# Before anything imports edcrm: unit tests run on the in-memory StubBroker, with short retry backoffs,
-# and never on a database, broker or storage of the developer's environment.
-for _name in ("REDIS_URL", "DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "SECRET_KEY"):
-    os.environ.pop(_name, None)
-os.environ["JOB_MIN_BACKOFF_MS"] = "10"
-os.environ["JOB_MAX_BACKOFF_MS"] = "40"
+import dramatiq
+import pytest
+import sqlalchemy as sa
 
-import queue  # noqa: E402
-import uuid  # noqa: E402
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.jobs import broker_of, records
+from edcrm.jobs.embedded import stop_worker
+from edcrm.models import ApiToken, Branch, Role, User
 
-import dramatiq  # noqa: E402
-import pytest  # noqa: E402
-import sqlalchemy as sa  # noqa: E402
-
-from edcrm import create_app  # noqa: E402
-from edcrm.extensions import db  # noqa: E402
-from edcrm.jobs import ledger  # noqa: E402
-from edcrm.jobs.broker import get_broker  # noqa: E402
-from edcrm.jobs.embedded import stop_worker  # noqa: E402
-from edcrm.models import ApiToken, Branch, Role, User  # noqa: E402
+#: What a developer's environment may point at: no test's app reads them (see _no_environment).
+SERVICE_VARIABLES = ("REDIS_URL", "DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "SECRET_KEY")
+#: Short retry backoffs (ms), so that a job's retries take no time in a test.
+JOB_BACKOFFS = {"JOB_MIN_BACKOFF_MS": 10, "JOB_MAX_BACKOFF_MS": 40}
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
@@ -40,12 +36,38 @@ def service_unavailable(name: str, reason: str):
     pytest.skip(message)
 
 
+#: Test modules import edcrm.actors as they are collected, before any test runs: this app (in memory,
+#: on a throwaway directory) has configured the job system by then, so that no worker app is built
+#: from the developer's environment.
+_COLLECTION_DIRECTORY = tempfile.TemporaryDirectory(prefix="edcrm-tests-")
+create_app(
+    {
+        "TESTING": True,
+        "EDCRM_INSTANCE_PATH": _COLLECTION_DIRECTORY.name,
+        "SECRET_KEY": "test-secret",
+        "REDIS_URL": None,
+        "SQLALCHEMY_DATABASE_URI": "sqlite://",
+        "STORAGE_URL": f"file://{_COLLECTION_DIRECTORY.name}/storage",
+    },
+    web=False,
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_environment(monkeypatch):
+    """Unit tests run on the in-memory broker and never on a database, broker or storage of the
+    developer's environment, whatever app they create."""
+    for name in SERVICE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 @pytest.fixture
-def app(tmp_path, monkeypatch):
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "instance"))
+def app(tmp_path):
     app = create_app(
         {
             "TESTING": True,
+            "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
+            **JOB_BACKOFFS,
             "SECRET_KEY": "test-secret",
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'edcrm.sqlite3'}",
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
@@ -58,7 +80,7 @@ def app(tmp_path, monkeypatch):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    ledger.dispose_engine(app)
+    records.dispose_engine(app)
 
 
 @pytest.fixture
@@ -71,21 +93,10 @@ def runner(app):
     return app.test_cli_runner()
 
 
-def _empty_queues(broker) -> None:
-    # New queues rather than flush_all(): a message a stopped worker took but never acked would keep
-    # its old queue's unfinished count above zero, and the next test's join() would wait forever.
-    for name in list(broker.queues):
-        broker.queues[name] = queue.Queue()
-    for dead_letters in broker.dead_letters_by_queue.values():
-        dead_letters.clear()
-
-
 @pytest.fixture
 def stub_broker(app):
-    broker = get_broker()
-    _empty_queues(broker)
-    yield broker
-    _empty_queues(broker)
+    """The app's own broker: a fresh StubBroker for every test (each app builds its own)."""
+    return broker_of(app)
 
 
 @pytest.fixture
@@ -182,10 +193,11 @@ def pg_app(postgres_url, tmp_path, monkeypatch):
     admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
     with admin_engine.connect() as conn:
         conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "pg-instance"))
     app = create_app(
         {
             "TESTING": True,
+            "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
+            **JOB_BACKOFFS,
             "SECRET_KEY": "test-secret",
             "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
@@ -197,7 +209,7 @@ def pg_app(postgres_url, tmp_path, monkeypatch):
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    ledger.dispose_engine(app)
+    records.dispose_engine(app)
     with admin_engine.connect() as conn:
         conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin_engine.dispose()

@@ -9,12 +9,10 @@ from datetime import timedelta
 import dramatiq
 import pytest
 import sqlalchemy as sa
-from conftest import _empty_queues
 
 from edcrm.actors.maintenance import ping, prune_jobs
 from edcrm.extensions import db
-from edcrm.jobs import Unrecoverable, actor, ledger
-from edcrm.jobs.broker import get_broker
+from edcrm.jobs import JobNotFound, JobStateConflict, Unrecoverable, actor, broker_of, ledger, records
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Job, JobError, JobState
 from edcrm.models.types import utcnow
@@ -157,11 +155,11 @@ def test_cancel_and_retry_refuse_the_wrong_states(app, stub_broker, stub_worker)
     with app.app_context():
         message = ping.send()
         run_all(stub_broker, stub_worker)
-        with pytest.raises(ledger.JobStateConflict, match="cannot cancel a succeeded job"):
+        with pytest.raises(JobStateConflict, match="cannot cancel a succeeded job"):
             ledger.cancel(message.message_id)
-        with pytest.raises(ledger.JobStateConflict, match="cannot retry a succeeded job"):
+        with pytest.raises(JobStateConflict, match="cannot retry a succeeded job"):
             ledger.retry(message.message_id)
-        with pytest.raises(ledger.JobNotFound):
+        with pytest.raises(JobNotFound):
             ledger.cancel("no-such-job")
 
 
@@ -208,19 +206,19 @@ def test_a_late_write_of_an_old_attempt_never_moves_the_job_backwards(app, stub_
     with app.app_context():
         engine = db.engine
         message = ping.message()
-        message.options[ledger.TOKEN] = ledger.new_token()
-        ledger.record_enqueued(engine, message, max_retries=3, delay_ms=None)
-        assert ledger.claim(engine, message, max_retries=3) == 1
+        message.options[records.TOKEN] = records.new_token()
+        records.record_enqueued(engine, message, max_retries=3, delay_ms=None)
+        assert records.claim(engine, message, max_retries=3) == 1
         # The worker of attempt 1 died; the broker redelivered the message, and attempt 2 is running.
-        assert ledger.claim(engine, message, max_retries=3) == 2
+        assert records.claim(engine, message, max_retries=3) == 2
         # Attempt 1's outcome arrives late: its error is kept, but the job stays running.
-        ledger.record_finished(engine, message, attempt=1, state=JobState.FAILED, error="late")
-        ledger.record_retry_scheduled(engine, message, attempt=1, delay_ms=1000)
+        records.record_finished(engine, message, attempt=1, state=JobState.FAILED, error="late")
+        records.record_retry_scheduled(engine, message, attempt=1, delay_ms=1000)
         row = job(message.message_id)
         assert (row.state, row.attempts) == (JobState.RUNNING, 2)
         assert [e.error for e in row.errors] == ["late"]
         # A first-send write arriving late does not reset it either.
-        ledger.record_enqueued(engine, message, max_retries=3, delay_ms=None)
+        records.record_enqueued(engine, message, max_retries=3, delay_ms=None)
         assert job(message.message_id).state is JobState.RUNNING
 
 
@@ -228,17 +226,18 @@ def test_a_message_with_a_stale_token_is_skipped(app, stub_broker):
     with app.app_context():
         engine = db.engine
         message = ping.message()
-        message.options[ledger.TOKEN] = "old"
-        ledger.record_enqueued(engine, message, max_retries=3, delay_ms=None)
+        message.options[records.TOKEN] = "old"
+        records.record_enqueued(engine, message, max_retries=3, delay_ms=None)
         db.session.execute(sa.update(Job).where(Job.id == message.message_id).values(token="new"))
         db.session.commit()
-        assert ledger.claim(engine, message, max_retries=3) is None
+        assert records.claim(engine, message, max_retries=3) is None
 
 
 def test_a_message_sent_without_the_ledger_is_recorded_when_it_runs(app, stub_broker):
     with app.app_context():
         message = ping.message()
-        message.options[ledger.TOKEN] = "from-elsewhere"  # looks like a re-send: no row is written at enqueue
+        # Looks like a re-send: no row is written at enqueue.
+        message.options[records.TOKEN] = "from-elsewhere"
         stub_broker.enqueue(message)
         assert job(message.message_id) is None
         with worker_on(stub_broker) as worker:
@@ -317,8 +316,8 @@ def test_the_pruner_actor_uses_the_configured_retention(app, stub_broker, stub_w
         assert job("2-days-failed") is not None
 
 
-def test_every_actor_retries_three_times_and_has_a_time_limit():
-    for declared in get_broker().actors.values():
+def test_every_actor_retries_three_times_and_has_a_time_limit(stub_broker):
+    for declared in stub_broker.actors.values():
         assert declared.options["max_retries"] == 3, declared.actor_name
         assert declared.options["time_limit"] > 0, declared.actor_name
         assert Unrecoverable in declared.options["throws"], declared.actor_name
@@ -327,7 +326,7 @@ def test_every_actor_retries_three_times_and_has_a_time_limit():
 def test_a_message_is_retried_not_run_while_the_ledger_cannot_claim_it(
     app, stub_broker, stub_worker, monkeypatch
 ):
-    real_claim, outages = ledger.claim, []
+    real_claim, outages = records.claim, []
 
     def claim_during_an_outage(*args, **kwargs):
         if not outages:
@@ -335,7 +334,7 @@ def test_a_message_is_retried_not_run_while_the_ledger_cannot_claim_it(
             raise sa.exc.OperationalError("UPDATE jobs ...", {}, ConnectionRefusedError("database down"))
         return real_claim(*args, **kwargs)
 
-    monkeypatch.setattr(ledger, "claim", claim_during_an_outage)
+    monkeypatch.setattr(records, "claim", claim_during_an_outage)
     with app.app_context():
         message = flaky.send("outage", 0)
         run_all(stub_broker, stub_worker)
@@ -349,8 +348,7 @@ def test_a_message_is_retried_not_run_while_the_ledger_cannot_claim_it(
 def test_the_ledger_carries_on_after_postgresql_drops_its_connections(pg_app, caplog):
     """The ledger engine skips the pool's pre-ping: a connection closed under it (a database restart,
     an idle timeout) must cost one retry of the statement, never a job's ledger row."""
-    broker = get_broker()
-    _empty_queues(broker)
+    broker = broker_of(pg_app)
     worker = dramatiq.Worker(broker, worker_timeout=50)
     worker.start()
     try:
@@ -376,4 +374,3 @@ def test_the_ledger_carries_on_after_postgresql_drops_its_connections(pg_app, ca
             assert not [r for r in caplog.records if r.name.startswith("dramatiq.broker")]
     finally:
         stop_worker(broker, worker)
-        _empty_queues(broker)

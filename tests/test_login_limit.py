@@ -13,7 +13,7 @@ from werkzeug.security import generate_password_hash
 from edcrm import auth, create_app
 from edcrm.config import ConfigError, from_env
 from edcrm.extensions import db
-from edcrm.jobs import ledger
+from edcrm.jobs import records
 from edcrm.models import Branch, Role
 
 PASSWORD = "secret-password"
@@ -166,7 +166,7 @@ def app_with(app):
         with other.app_context():
             db.session.remove()
             db.engine.dispose()
-        ledger.dispose_engine(other)
+        records.dispose_engine(other)
 
 
 def test_the_budget_comes_back_once_the_failures_leave_the_window(people, app_with):

@@ -20,7 +20,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from edcrm import create_app
 from edcrm.config import ConfigError, from_env
 from edcrm.extensions import db
-from edcrm.jobs import ledger
+from edcrm.jobs import ledger, records
 from edcrm.jobs.prometheus import WorkerPrometheus, remove_stale_files
 from edcrm.models import CallLog, CallOutcome, Job, JobState, Lead, Role
 
@@ -299,7 +299,7 @@ def test_each_app_scrapes_on_its_own(tmp_path, monkeypatch):
             assert value(scrape(app.test_client()), "edcrm_metrics_database_up") == 1
             db.session.remove()
             db.engine.dispose()
-        ledger.dispose_engine(app)
+        records.dispose_engine(app)
 
 
 # -- the embedded mode's workers ---------------------------------------------------------------------------

@@ -1,13 +1,16 @@
 """The actors; `dramatiq edcrm.actors` runs them, `periodiq edcrm.actors` schedules the periodic ones.
 
-The broker is configured first, from the environment (REDIS_URL: Redis; unset: in memory), and only
-then are the actor modules imported, so every actor is declared on it.
+Those commands import this package in a process with no app: it then builds the worker app
+(create_app(web=False), from the environment: REDIS_URL: Redis; unset: in memory), whose init_app
+configures the broker, and only then imports the actor modules, so every actor is declared on it.
+In the web process, create_app() has configured the job system before it imports this package.
 """
 
-from ..jobs.broker import get_broker
+from .. import create_app, jobs
 
-broker = get_broker()
+if not jobs.is_configured():
+    create_app(web=False)
 
-from . import imports, maintenance, recordings  # noqa: E402  (after the broker, on purpose)
+from . import imports, maintenance, recordings  # after the app configured the broker, on purpose
 
-__all__ = ["broker", "imports", "maintenance", "recordings"]
+__all__ = ["imports", "maintenance", "recordings"]

@@ -12,8 +12,8 @@ from ..imports import job_rules
 from ..jobs import actor, last_error
 from ..jobs.subjects import IMPORT, Rules, register
 
-# The pipeline (phonenumbers, psycopg's COPY…) is imported when an import runs, not where the actor is
-# only declared to be sent (the web process) or where this queue is not worked.
+# The pipeline (phonenumbers, psycopg's COPY…: 11 MB) is imported when an import runs, not where the
+# actor is only declared to be sent (the web process) or where this queue is not worked.
 
 #: A million rows take well under a minute on PostgreSQL; a slow storage or database gets hours.
 IMPORT_TIME_LIMIT_MS = 6 * 60 * 60 * 1000
@@ -33,6 +33,7 @@ def import_leads_exhausted(message: dict, retry_info: dict) -> None:
     queue_name="csv_import",
     time_limit=IMPORT_TIME_LIMIT_MS,
     on_retry_exhausted=import_leads_exhausted.actor_name,
+    actor_name=job_rules.IMPORT_LEADS,
     serves=IMPORT,
 )
 def import_leads(import_id: int) -> None:

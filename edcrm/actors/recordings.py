@@ -13,12 +13,18 @@ from __future__ import annotations
 
 import contextlib
 
+import sqlalchemy as sa
+
+from ..extensions import db
 from ..jobs import Unrecoverable, actor
 from ..jobs.subjects import RECORDING_UPLOAD, Rules, register
+from ..models import RecordingUpload, UploadStatus
+from ..models.recording import UploadReason
 from ..recordings import job_rules
 
-# finalize (and mutagen, through edcrm.recordings.audio) is imported when a recording is finalized, not
-# where the actors are only declared to be sent (the web process) or where this queue is not worked.
+# finalize (and mutagen, through edcrm.recordings.audio: 1.5 MB) is imported when a recording is
+# finalized, not where the actors are only declared to be sent (the web process) or where this queue is
+# not worked.
 
 #: Assembling and storing a recording of 1 GiB or more over a slow link takes a while.
 RECORDING_TIME_LIMIT_MS = 2 * 60 * 60 * 1000
@@ -30,15 +36,12 @@ register(RECORDING_UPLOAD, Rules(cancelled=job_rules.job_cancelled, retry_refusa
 def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt to finalize an upload failed: the upload is failed. Only errors that may pass
     are retried (an unusable file ends at once), so the reason is the server's."""
-    from ..models import UploadStatus
-    from ..models.recording import UploadReason
     from ..recordings import finalize
 
     finalize.end(message["args"][0], UploadStatus.FAILED, UploadReason.SERVER.value)
 
 
 def _reason_for(error: Unrecoverable):
-    from ..models.recording import UploadReason
     from ..recordings.finalize import UploadUnusable
 
     return UploadReason.UNUSABLE if isinstance(error, UploadUnusable) else UploadReason.GONE
@@ -55,12 +58,7 @@ def _plain_reason(upload_id: str):
         raise
 
 
-def _tell(upload_id: str, reason) -> None:
-    import sqlalchemy as sa
-
-    from ..extensions import db
-    from ..models import RecordingUpload, UploadStatus
-
+def _tell(upload_id: str, reason: UploadReason) -> None:
     db.session.rollback()
     db.session.execute(
         sa.update(RecordingUpload)
@@ -78,6 +76,7 @@ def _tell(upload_id: str, reason) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    actor_name=job_rules.PROCESS_CHUNKED_RECORDING,
     serves=RECORDING_UPLOAD,
 )
 def process_chunked_recording(upload_id: str) -> None:
@@ -92,6 +91,7 @@ def process_chunked_recording(upload_id: str) -> None:
     queue_name="recordings",
     time_limit=RECORDING_TIME_LIMIT_MS,
     on_retry_exhausted=recording_upload_exhausted.actor_name,
+    actor_name=job_rules.PROCESS_RECORDING_UPLOAD,
     serves=RECORDING_UPLOAD,
 )
 def process_recording_upload(upload_id: str) -> None:

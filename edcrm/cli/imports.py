@@ -16,7 +16,7 @@ import dramatiq
 import sqlalchemy as sa
 
 from ..extensions import db
-from ..jobs.broker import get_broker, is_in_memory
+from ..jobs.broker import current_broker, is_in_memory
 from ..models import Branch, ImportStatus, LeadImport, Role, User
 from . import edcrm_cli
 
@@ -116,7 +116,7 @@ def import_csv(file: Path, branch_name: str, telecallers: str, wait: bool, error
     branch = _branch(branch_name)
     telecaller_ids = _telecaller_ids(branch, telecallers)
 
-    broker = get_broker()
+    broker = current_broker()
     worker = None
     if is_in_memory(broker):
         # No REDIS_URL: no worker process would ever see this job, so run it here.

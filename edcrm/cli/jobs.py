@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from flask import current_app
 
 from ..extensions import db
-from ..jobs import ledger
+from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, ledger
 from ..models import Job, JobState
 from . import edcrm_cli
 
@@ -48,7 +48,7 @@ def list_jobs(state, queue, actor, limit):
 def show(job_id):
     try:
         click.echo(json.dumps(ledger.get(job_id).to_dict(), indent=2))
-    except ledger.JobNotFound as exc:
+    except JobNotFound as exc:
         _fail(exc)
 
 
@@ -59,7 +59,7 @@ def retry(job_id):
     cancelled: its import failed or was cancelled, its recording upload is gone)."""
     try:
         click.echo(f"{ledger.retry(job_id).id} {JobState.ENQUEUED.value}")
-    except (ledger.JobNotFound, ledger.JobStateConflict, ledger.BrokerUnavailable) as exc:
+    except (JobNotFound, JobStateConflict, BrokerUnavailable) as exc:
         _fail(exc)
 
 
@@ -70,7 +70,7 @@ def cancel(job_id):
     kept for a retry)."""
     try:
         click.echo(f"{ledger.cancel(job_id).id} {JobState.CANCELLED.value}")
-    except (ledger.JobNotFound, ledger.JobStateConflict) as exc:
+    except (JobNotFound, JobStateConflict) as exc:
         _fail(exc)
 
 

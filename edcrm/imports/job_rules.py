@@ -18,6 +18,9 @@ from ..models.types import utcnow
 
 log = logging.getLogger(__name__)
 
+#: The actor that runs an import (edcrm.actors.imports), by the name this package sends it by.
+IMPORT_LEADS = "import_leads"
+
 #: The import's error once an operator cancelled its job.
 CANCELLED_BY_OPERATOR = "An administrator cancelled the import's job; rows already imported stay."
 

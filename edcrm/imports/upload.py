@@ -18,13 +18,12 @@ import sqlalchemy as sa
 from flask import current_app
 from werkzeug.utils import secure_filename
 
-from .. import metrics
+from .. import jobs, metrics
 from ..extensions import db
-from ..jobs import ledger
-from ..jobs.ledger import BrokerUnavailable
 from ..models import ImportStatus, LeadImport, Role, User
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
+from . import job_rules
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +70,7 @@ class NotCsvFile(ImportRejected):
     """The file is not CSV text (binary, or in no encoding that the reader knows)."""
 
 
-class QueueUnavailable(BrokerUnavailable, ImportRejected):
+class QueueUnavailable(jobs.BrokerUnavailable, ImportRejected):
     """The import could not be handed to the workers (the broker is down): nothing was kept.
 
     A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises,
@@ -201,8 +200,6 @@ def start_branch_import(
     Raises an ImportRejected (nothing stored, no row) for bad telecallers, an empty, too large
     (over max_bytes, default MAX_CSV_BYTES) or non-CSV file, or a broker that cannot take the job.
     """
-    from ..actors.imports import import_leads
-
     ids = check_telecallers(branch_id, telecaller_ids)
     limit = max_bytes if max_bytes is not None else current_app.config["MAX_CSV_BYTES"]
 
@@ -230,31 +227,29 @@ def start_branch_import(
             storage_key=key,
             telecaller_ids=ids,
             status=ImportStatus.QUEUED,
+            job_id=jobs.new_job_id(),
         )
         db.session.add(lead_import)
         db.session.flush()
-        # The branch rides along, so the ledger files the job under it (edcrm.jobs.ledger.BRANCH).
-        message = import_leads.message_with_options(args=(lead_import.id,), branch_id=branch_id)
-        lead_import.job_id = message.message_id
-        # Committed before the message is sent, so a worker always finds the import.
-        db.session.commit()
-    except BaseException:
-        db.session.rollback()
-        _forget(storage, key)
-        raise
-
-    try:
-        import_leads.broker.enqueue(message)
-    except Exception as error:
-        # The request changes nothing: no import, no job, no file; the admin uploads it again later.
-        log.exception("could not queue import %s", lead_import.id)
-        db.session.delete(lead_import)
-        db.session.commit()
-        ledger.forget_unsent(message.message_id)
+        # Committed before the job is sent, so a worker always finds the import. The branch rides
+        # along, so the ledger files the job under it. Refused: no import, no job (and no file, below).
+        jobs.send(
+            job_rules.IMPORT_LEADS,
+            lead_import.id,
+            branch_id=branch_id,
+            job_id=lead_import.job_id,
+            undo=lambda: db.session.delete(lead_import),
+        )
+    except jobs.BrokerUnavailable as error:
+        # The request changes nothing; the admin uploads the file again later.
         _forget(storage, key)
         raise QueueUnavailable(
             "The job queue could not be reached; nothing was kept. Upload the file again."
         ) from error
+    except BaseException:
+        db.session.rollback()
+        _forget(storage, key)
+        raise
     return lead_import
 
 

@@ -17,7 +17,7 @@ from flask import Flask
 from .. import tuning
 from ..config import QUEUES
 from . import ledger
-from .broker import get_broker, is_in_memory
+from .broker import broker_of, is_in_memory
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 class EmbeddedWorkers:
     def __init__(self, app: Flask, broker: dramatiq.Broker | None = None):
         self.app = app
-        self.broker = broker or get_broker()
+        self.broker = broker or broker_of(app)
         self.workers: list[dramatiq.Worker] = []
         self._stop = threading.Event()
         self._scheduler: threading.Thread | None = None

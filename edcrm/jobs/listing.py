@@ -20,6 +20,7 @@ from sqlalchemy.orm import selectinload
 from ..extensions import db
 from ..models import Job, JobState
 from . import ledger
+from .errors import JobNotFound, JobStateConflict
 
 #: How many failed jobs one "retry all failed" sends at most; the rest wait for the next press.
 RETRY_ALL_LIMIT = 1000
@@ -138,7 +139,7 @@ def retry_failed(where: JobFilter, broker: dramatiq.Broker | None = None) -> Ret
     for job_id in ids[:RETRY_ALL_LIMIT]:
         try:
             ledger.retry(job_id, broker)
-        except (ledger.JobNotFound, ledger.JobStateConflict):
+        except (JobNotFound, JobStateConflict):
             continue  # pruned or retried by someone else since the ids were read
         retried.append(job_id)
     remaining = 0

@@ -1,7 +1,9 @@
-"""What a job serves: the import or recording upload its actor works on, named by its first argument.
+"""What a job serves: the import or recording upload it works on, stored on its ledger row.
 
-An actor says so when it is declared (`@actor(..., serves=IMPORT)`); the jobs pages link a job to its
-record with subject_of(). An `on_retry_exhausted` callback serves what the message it is about served.
+An actor says so when it is declared (`@actor(..., serves=IMPORT)`: its first argument is the record's
+id), or a sender does (edcrm.jobs.send's `serves`); the ledger middleware writes it on the job's row when
+the job is first sent, and an `on_retry_exhausted` callback serves what the message it is about served.
+The jobs pages link a job to its record with subject_of().
 
 The package that owns a kind of record registers what operators' actions mean for it (register()):
 what becomes of the record when its job is cancelled (a recording upload must not stay `processing`
@@ -21,9 +23,6 @@ if TYPE_CHECKING:
 IMPORT = "import"
 RECORDING_UPLOAD = "recording_upload"
 
-#: actor name -> the kind of record its first argument is the id of; filled by edcrm.jobs.actor.
-SERVES: dict[str, str] = {}
-
 
 @dataclasses.dataclass(frozen=True)
 class Subject:
@@ -39,7 +38,7 @@ class Rules:
     retry_refusal: Callable[[Subject], str | None] | None = None
 
 
-#: kind -> its rules; filled by the packages that own the records (through edcrm.actors).
+#: kind -> its rules; filled by the actor modules of the packages that own the records.
 RULES: dict[str, Rules] = {}
 
 
@@ -48,23 +47,17 @@ def register(kind: str, rules: Rules) -> None:
 
 
 def subject_of(job: Job) -> Subject | None:
-    """The record job works on, if its actor serves one."""
-    from .. import actors  # noqa: F401  (declares every actor, which fills SERVES and RULES)
-
-    actor, args = job.actor, job.args
-    if args and isinstance(args[0], dict):  # a callback: its first argument is the message it is about
-        actor, args = args[0].get("actor_name"), args[0].get("args") or []
-    kind = SERVES.get(actor)
-    if kind is None or not args or not isinstance(args[0], int | str) or isinstance(args[0], bool):
+    """The record job works on, if it serves one."""
+    if job.serves_kind is None or job.serves_id is None:
         return None
-    return Subject(kind, args[0])
+    return Subject(job.serves_kind, job.serves_id)
 
 
 def job_cancelled(job: Job) -> None:
     """An operator cancelled job: its record ends too (uncommitted: the cancel commits both at once)."""
     subject = subject_of(job)
     rules = RULES.get(subject.kind) if subject else None
-    if rules is not None and rules.cancelled is not None:
+    if subject is not None and rules is not None and rules.cancelled is not None:
         rules.cancelled(subject)
 
 
@@ -72,6 +65,6 @@ def retry_refusal(job: Job) -> str | None:
     """Why retrying job cannot succeed (its record is gone or can never be worked on again), or None."""
     subject = subject_of(job)
     rules = RULES.get(subject.kind) if subject else None
-    if rules is None or rules.retry_refusal is None:
+    if subject is None or rules is None or rules.retry_refusal is None:
         return None
     return rules.retry_refusal(subject)

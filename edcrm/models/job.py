@@ -1,7 +1,7 @@
 """The job ledger: one row per Dramatiq message, this project's `oban_jobs`.
 
-Rows are written by the ledger middleware (edcrm.jobs.middleware) and changed by operators through
-edcrm.jobs.ledger; nothing else writes them.
+Rows are written by the ledger middleware (edcrm.jobs.middleware, through edcrm.jobs.records) and
+changed by operators through edcrm.jobs.ledger; nothing else writes them.
 """
 
 from __future__ import annotations
@@ -62,6 +62,10 @@ class Job(db.Model):
     # The branch whose import or recording the job serves; None for a system job (a pruner, a ping).
     # An admin sees their branch's jobs and the system ones (edcrm.permissions.visible_jobs).
     branch_id: Mapped[int | None] = mapped_column(sa.ForeignKey("branches.id", ondelete="CASCADE"))
+    # The record the job works on (edcrm.jobs.subjects), written when it is first sent: its kind, and
+    # its id as sent (JSON keeps an import's integer and an upload's string apart).
+    serves_kind: Mapped[str | None] = mapped_column(sa.String(40))
+    serves_id: Mapped[int | str | None] = mapped_column(JSONType)
     enqueued_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     scheduled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -15,6 +15,11 @@ from ..models import CallLog, RecordingUpload, UploadKind, UploadStatus
 from ..models.recording import UploadReason
 from ..models.types import utcnow
 
+#: The actors that finalize a chunked and a one-shot upload (edcrm.actors.recordings), by the names this
+#: package sends them by.
+PROCESS_CHUNKED_RECORDING = "process_chunked_recording"
+PROCESS_RECORDING_UPLOAD = "process_recording_upload"
+
 #: The upload's error once an operator cancelled its job (telecallers read it: plain words).
 CANCELLED_BY_OPERATOR = UploadReason.CANCELLED_BY_OPERATOR.value
 

@@ -23,15 +23,14 @@ from datetime import timedelta
 import sqlalchemy as sa
 from flask import current_app
 
-from .. import metrics, spool
+from .. import jobs, metrics, spool
 from ..extensions import db
-from ..jobs import ledger
-from ..jobs.ledger import BrokerUnavailable
 from ..models import CallLog, Job, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
+from . import job_rules
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +80,7 @@ class ChunksMissing(UploadRejected):
         self.missing = missing
 
 
-class QueueUnavailable(BrokerUnavailable, UploadRejected):
+class QueueUnavailable(jobs.BrokerUnavailable, UploadRejected):
     """The broker refused the job: nothing changed, the client may try again.
 
     A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises.
@@ -269,8 +268,6 @@ def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> No
 
 def complete(upload: RecordingUpload) -> str:
     """Hand a fully received upload to the recordings actor; its job id. Idempotent."""
-    from ..actors.recordings import process_chunked_recording
-
     if upload.status in (UploadStatus.PROCESSING, UploadStatus.COMPLETED) and upload.job_id:
         return upload.job_id
     _require_receiving(upload)
@@ -285,35 +282,35 @@ def complete(upload: RecordingUpload) -> str:
         raise InvalidUpload(
             f"The chunks add up to {size} bytes, not the announced total_size of {upload.total_size}."
         )
-    return _enqueue(upload, process_chunked_recording)
+    return _enqueue(upload, job_rules.PROCESS_CHUNKED_RECORDING)
 
 
-def _enqueue(upload: RecordingUpload, actor) -> str:
+def _enqueue(upload: RecordingUpload, actor_name: str) -> str:
     """receiving → processing with the job's id, committed before the job can run; then sent."""
-    # The telecaller's branch rides along, so the ledger files the job under it (ledger.BRANCH).
-    branch_id = db.session.get(User, upload.telecaller_id).branch_id
-    message = actor.message_with_options(args=(upload.id,), branch_id=branch_id)
-    moved = db.session.execute(
+    # The telecaller's branch rides along, so the ledger files the job under it.
+    branch_id = db.session.get_one(User, upload.telecaller_id).branch_id
+    job_id = jobs.new_job_id()
+    moved: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
         sa.update(RecordingUpload)
         .where(RecordingUpload.id == upload.id, RecordingUpload.status == UploadStatus.RECEIVING)
-        .values(status=UploadStatus.PROCESSING, job_id=message.message_id, updated_at=utcnow())
+        .values(status=UploadStatus.PROCESSING, job_id=job_id, updated_at=utcnow())
         .execution_options(synchronize_session=False)
     )
-    db.session.commit()
-    db.session.refresh(upload)
     if moved.rowcount != 1:  # a concurrent complete won: its job is the one
+        db.session.commit()
+        db.session.refresh(upload)
         if upload.job_id:
             return upload.job_id
         raise WrongState(f"The upload is {upload.status.value}.")
-    try:
-        actor.broker.enqueue(message)
-    except Exception as error:
-        log.exception("could not enqueue %s for upload %s", actor.actor_name, upload.id)
+
+    def undo() -> None:
         upload.status, upload.job_id = UploadStatus.RECEIVING, None
-        db.session.commit()
-        ledger.forget_unsent(message.message_id)
+
+    try:
+        jobs.send(actor_name, upload.id, branch_id=branch_id, job_id=job_id, undo=undo, refresh=[upload])
+    except jobs.BrokerUnavailable as error:
         raise QueueUnavailable("The job queue is unavailable; try again shortly.") from error
-    return message.message_id
+    return job_id
 
 
 def cancel(upload: RecordingUpload) -> None:
@@ -351,8 +348,6 @@ def remove_received(upload: RecordingUpload) -> None:
 
 def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None) -> str:
     """A whole recording in one request: streamed to storage, then the same actor path; its job id."""
-    from ..actors.recordings import process_recording_upload
-
     upload = RecordingUpload(
         call_log_id=call_log.id,
         telecaller_id=telecaller.id,
@@ -375,7 +370,7 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
     upload.total_size, upload.sha256 = received.size, received.sha256
     db.session.commit()
     try:
-        return _enqueue(upload, process_recording_upload)
+        return _enqueue(upload, job_rules.PROCESS_RECORDING_UPLOAD)
     except QueueUnavailable:
         # The request changes nothing: the file and its upload go, and the phone sends it again later.
         get_storage().delete(upload.file_key)

@@ -36,7 +36,7 @@ from ..imports.upload import (
     NotCsvFile,
     NoTelecallers,
 )
-from ..jobs.ledger import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
+from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
 from ..recordings.uploads import (
     ChecksumMismatch,
     ChunksMissing,

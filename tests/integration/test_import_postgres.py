@@ -18,7 +18,7 @@ from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
 from edcrm.imports import batch_reader, lookup
 from edcrm.imports.report import iter_error_report
-from edcrm.jobs.broker import get_broker
+from edcrm.jobs import broker_of
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role, User
 from edcrm.storage import get_storage
@@ -33,11 +33,13 @@ MAX_PARAMETERS = 65_535
 
 @pytest.fixture
 def pg_app(postgres_url, tmp_path, monkeypatch):
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "instance"))
     with fresh_postgres_database(postgres_url) as url:
         app = create_app(
             {
                 "TESTING": True,
+                "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
+                "JOB_MIN_BACKOFF_MS": 10,
+                "JOB_MAX_BACKOFF_MS": 40,
                 "SECRET_KEY": "test",
                 "SQLALCHEMY_DATABASE_URI": url,
                 "STORAGE_URL": (tmp_path / "storage").as_uri(),
@@ -52,7 +54,7 @@ def pg_app(postgres_url, tmp_path, monkeypatch):
 
 @pytest.fixture
 def worker(pg_app):
-    broker = get_broker()
+    broker = broker_of(pg_app)
     for name in list(broker.queues):
         broker.flush(name)
     worker = dramatiq.Worker(broker, worker_threads=2, worker_timeout=50)

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 from edcrm.extensions import db
 from edcrm.imports import upload as imports
-from edcrm.jobs.ledger import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
+from edcrm.jobs import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
 from edcrm.models import Job, JobState, LeadImport
 from edcrm.models.job import CANCELLABLE
 from edcrm.recordings import uploads

@@ -11,8 +11,7 @@ from markupsafe import Markup
 
 from ...auth import page_auth
 from ...extensions import db
-from ...jobs import ledger, listing
-from ...jobs.ledger import BrokerUnavailable, JobStateConflict
+from ...jobs import BrokerUnavailable, JobStateConflict, ledger, listing
 from ...jobs.subjects import IMPORT, Subject, retry_refusal, subject_of
 from ...models import CallLog, Job, JobState, LeadImport, RecordingUpload, Role, User
 from ...models.job import CANCELLABLE, FINAL, RETRYABLE
