@@ -1,7 +1,9 @@
 """Configuration from the environment (twelve-factor), with the embedded defaults.
 
-Every variable of the contract is read here and nowhere else, so the web process, the workers,
-the scheduler and the CLI agree on what they run against.
+Every variable the app runs on is read here and nowhere else, into the app's configuration, so the
+web process, the workers, the scheduler and the CLI agree on what they run against. (The server's own
+settings, HOST, PORT, WEB_CONCURRENCY and WEB_THREADS, are gunicorn.conf.py's; botocore reads the AWS
+credentials itself.)
 """
 
 from __future__ import annotations
@@ -105,6 +107,8 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "REDIS_URL": env.get("REDIS_URL") or None,
         "STORAGE_URL": env.get("STORAGE_URL") or (PROJECT_ROOT / "storage").as_uri(),
         "S3_ENDPOINT_URL": env.get("S3_ENDPOINT_URL") or None,
+        # botocore itself reads only AWS_DEFAULT_REGION (and the credentials); the contract names AWS_REGION.
+        "AWS_REGION": env.get("AWS_REGION") or None,
         "SECRET_KEY": overrides.get("SECRET_KEY") or env.get("SECRET_KEY") or secret_key(instance_path),
         "MAX_CSV_BYTES": env_int(env, "MAX_CSV_BYTES", 50 * MIB, minimum=1),
         "MAX_RECORDING_BYTES": env_int(env, "MAX_RECORDING_BYTES", 500 * MIB, minimum=1),
