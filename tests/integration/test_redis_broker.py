@@ -1,0 +1,44 @@
+"""create_app({"REDIS_URL": …}) sends its jobs through Redis: the configuration is what is used."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import redis
+
+from edcrm import create_app, jobs
+from edcrm.actors.maintenance import ping
+from edcrm.extensions import db
+from edcrm.jobs import records
+from edcrm.models import Job, JobState
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_job_sent_by_an_app_configured_with_redis_waits_in_redis(redis_url, tmp_path):
+    app = create_app(
+        {
+            "TESTING": True,
+            "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'edcrm.sqlite3'}",
+            "STORAGE_URL": (tmp_path / "storage").as_uri(),
+            "REDIS_URL": redis_url,
+        }
+    )
+    client = redis.Redis.from_url(redis_url)
+    try:
+        with app.app_context():
+            db.create_all()
+            job_id = jobs.send(ping)
+            assert db.session.get(Job, job_id).state is JobState.ENQUEUED
+        # Dramatiq's Redis broker keeps a queue's messages in the hash `dramatiq:QUEUE.msgs`.
+        waiting = [json.loads(data)["message_id"] for data in client.hvals("dramatiq:default.msgs")]
+        assert waiting == [job_id]
+    finally:
+        client.flushdb()
+        client.close()
+        with app.app_context():
+            db.engine.dispose()
+        records.dispose_engine(app)
