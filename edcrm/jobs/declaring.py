@@ -11,15 +11,17 @@ owns, until an app's init_app moves it onto its own.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Callable
 from typing import Any
 
 import dramatiq
+from flask import current_app, has_app_context
 
 from .broker import build_broker
 from .errors import Unrecoverable
-from .middleware import DEFAULT_MAX_RETRIES
+from .middleware import DEFAULT_MAX_RETRIES, running_app
 
 #: actor name -> actor, every actor declared with `actor`.
 DECLARED: dict[str, dramatiq.Actor] = {}
@@ -52,6 +54,16 @@ def declare_all(broker: dramatiq.Broker) -> None:
             broker.declare_actor(declared)
 
 
+def _app_to_run_in():
+    """The app of the worker running this message; called outside a worker, the current app."""
+    app = running_app()
+    if app is not None:
+        return app
+    if has_app_context():
+        return current_app._get_current_object()  # type: ignore[attr-defined]
+    raise RuntimeError("an edcrm actor runs in a worker of an app's broker, or inside an app context")
+
+
 def actor(
     *,
     queue_name: str = "default",
@@ -69,6 +81,13 @@ def actor(
     """
 
     def decorator(fn: Callable) -> dramatiq.Actor:
+        @functools.wraps(fn)
+        def run_in_app_context(*args, **kwargs):
+            # Popped as the actor returns, before any middleware's after-hook: the session's
+            # transaction ends before the ledger records the attempt (SQLite has one writer).
+            with _app_to_run_in().app_context():
+                return fn(*args, **kwargs)
+
         declared = dramatiq.actor(
             broker=_broker_to_declare_on(),
             actor_name=actor_name or fn.__name__,
@@ -77,7 +96,7 @@ def actor(
             throws=(Unrecoverable,),
             time_limit=time_limit,
             **options,
-        )(fn)
+        )(run_in_app_context)
         DECLARED[declared.actor_name] = declared
         return declared
 

@@ -1,9 +1,9 @@
 """JobLedger: the Dramatiq middleware that keeps one ledger row per message (see edcrm.jobs.records).
 
 Each broker's JobLedger belongs to the app that built the broker (edcrm.jobs.init_app): it writes that
-app's ledger, and runs every message inside an app context of that app (a fresh database session per
-message). It accepts one actor option, `serves`: the kind of record (edcrm.jobs.subjects) whose id the
-actor's first argument is; what a job serves is stored on its row when it is first sent.
+app's ledger, and names that app as the one its worker threads run messages in (running_app()). It
+accepts one actor option, `serves`: the kind of record (edcrm.jobs.subjects) whose id the actor's
+first argument is; what a job serves is stored on its row when it is first sent.
 
 Hook choices, and the traps they avoid:
 - The row is written in before_enqueue, never after_enqueue: after_enqueue can run after a worker has
@@ -31,9 +31,16 @@ from .errors import Unrecoverable
 
 if TYPE_CHECKING:
     from flask import Flask
-    from flask.ctx import AppContext
 
 DEFAULT_MAX_RETRIES = 3
+
+#: The app whose broker's worker runs the message of this thread (edcrm.jobs.declaring's actors run in it).
+_running = threading.local()
+
+
+def running_app() -> Flask | None:
+    """The app of the message this worker thread is running, if it runs one."""
+    return getattr(_running, "app", None)
 
 
 class LedgerUnavailable(MiddlewareError):
@@ -46,12 +53,12 @@ class JobLedger(Middleware):
 
     def __init__(self, app: Flask | None) -> None:
         self.app = app
-        # message id -> (attempt number, app context), for the messages this worker thread is processing
+        # message id -> attempt number, for the messages this worker thread is processing
         self._local = threading.local()
         self._engine_of_app: Engine | None = None
 
     @property
-    def _claims(self) -> dict[str, tuple[int, AppContext]]:
+    def _claims(self) -> dict[str, int]:
         if not hasattr(self._local, "claims"):
             self._local.claims = {}
         return self._local.claims
@@ -76,10 +83,10 @@ class JobLedger(Middleware):
         self._engine()  # a worker with a broken configuration fails at boot, not at its first message
 
     def before_enqueue(self, broker: dramatiq.Broker, message: dramatiq.Message, delay: int | None) -> None:
-        claimed = self._claims.get(message.message_id)
-        if claimed is not None:
+        attempt = self._claims.get(message.message_id)
+        if attempt is not None:
             # Retries is re-enqueuing the message this thread is processing.
-            records.record_retry_scheduled(self._engine(), message, attempt=claimed[0], delay_ms=delay)
+            records.record_retry_scheduled(self._engine(), message, attempt=attempt, delay_ms=delay)
         elif records.TOKEN not in message.options:
             # A first send. (A message that carries a token is a re-send by the ledger itself.)
             message.options[records.TOKEN] = records.new_token()
@@ -98,10 +105,13 @@ class JobLedger(Middleware):
             raise LedgerUnavailable(f"the job ledger cannot be written: {exc}") from exc
         if attempt is None:
             raise SkipMessage(f"job {message.message_id} is cancelled, finished or superseded")
-        assert self.app is not None  # _engine() checked it
-        context = self.app.app_context()
-        context.push()
-        self._claims[message.message_id] = (attempt, context)
+        self._claims[message.message_id] = attempt
+        _running.app = self.app
+
+    def _release(self, message: dramatiq.MessageProxy) -> int | None:
+        """The attempt this thread claimed for message; None if it claimed none."""
+        _running.app = None
+        return self._claims.pop(message.message_id, None)
 
     def after_process_message(
         self,
@@ -111,10 +121,9 @@ class JobLedger(Middleware):
         result=None,
         exception: BaseException | None = None,
     ) -> None:
-        claimed = self._claims.pop(message.message_id, None)
-        if claimed is None:
+        attempt = self._release(message)
+        if attempt is None:
             return
-        attempt, context = claimed
         if exception is None:
             state = JobState.SUCCEEDED
         elif isinstance(exception, Unrecoverable):
@@ -123,29 +132,19 @@ class JobLedger(Middleware):
             state = JobState.FAILED
         else:
             state = JobState.RETRYING
-        try:
-            # Before the context's teardown: a retry's `retrying` is already written, its error must follow.
-            records.record_finished(
-                self._engine(), message, attempt=attempt, state=state, exception=exception
-            )
-        finally:
-            context.pop()
+        records.record_finished(self._engine(), message, attempt=attempt, state=state, exception=exception)
 
     def after_skip_message(self, broker: dramatiq.Broker, message: dramatiq.MessageProxy) -> None:
         # Skipped by another middleware after this one claimed it (a periodic run that came too late,
         # a message past its age limit): it will not run, so say so.
-        claimed = self._claims.pop(message.message_id, None)
-        if claimed is None:
+        attempt = self._release(message)
+        if attempt is None:
             return
-        attempt, context = claimed
         state = JobState.FAILED if message.failed else JobState.CANCELLED
-        try:
-            records.record_finished(
-                self._engine(),
-                message,
-                attempt=attempt,
-                state=state,
-                error="Skipped: the message came too late to run",
-            )
-        finally:
-            context.pop()
+        records.record_finished(
+            self._engine(),
+            message,
+            attempt=attempt,
+            state=state,
+            error="Skipped: the message came too late to run",
+        )
