@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import dramatiq
 import pytest
 from dramatiq.brokers.redis import RedisBroker
@@ -87,3 +89,15 @@ def test_the_ledger_declares_the_serves_option_and_unknown_options_are_refused(s
         @actor(colour="red")
         def painted() -> None:
             pass
+
+
+def test_an_app_whose_redis_is_down_says_so_on_its_health_check(make_app):
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    app = make_app(REDIS_URL=f"redis://127.0.0.1:{port}/0")  # nothing listens: refused at once
+    with app.app_context():
+        db.create_all()
+    response = app.test_client().get("/healthz")
+    assert response.status_code == 503
+    assert response.get_json()["broker"] == "down: ConnectionError"
