@@ -33,10 +33,12 @@ INFO = {
     "description": (
         "Every /api/ route except POST /api/auth/token, GET /api/openapi.json and GET /api/docs takes "
         '`Authorization: Bearer TOKEN` and answers JSON. Errors are `{"error": {"code", "message"}}`: '
-        "400 a body cut short (`incomplete_body`: nothing of it is kept), 401 no or bad token, 403 not yours, "
+        "400 a body cut short (`incomplete_body`: nothing of it is kept), 401 no or bad token, 403 "
+        "not yours, "
         "404 unknown, 405 a method the path does not take (with `Allow`), 408 a head or body that stopped "
         "arriving for `BODY_TIMEOUT_S` seconds (`request_timeout`, `body_timeout`), 409 conflict, 413 too "
-        "large, 414 a URL over 4096 bytes, 415 wrong type, 422 invalid (with `fields` naming each bad field), "
+        "large, 414 a URL over 4096 bytes, 415 wrong type, 422 invalid (with `fields` naming each "
+        "bad field), "
         "429 too many failed sign-ins (with `Retry-After`), 431 headers over 16 KiB, 503 a dependency down "
         "(`database_unavailable`, `storage_unavailable`, `queue_unavailable`, with `Retry-After`: nothing "
         "was changed, try again); any other 5xx is a bug. In front of the app, gunicorn answers a request "
@@ -46,7 +48,8 @@ INFO = {
         "a 404. Every integer, in a path, a query string or a body, is range-checked: out of range is a 404 "
         "in a path and a 422 elsewhere. In JSON a whole number may be written as a float (`86400.0` is "
         "86400); `null` stands for an absent optional field. In a query string an integer is ASCII digits "
-        "without leading zeros; an empty value (`limit=`) is invalid for an integer, an enum or a cursor, and "
+        "without leading zeros; an empty value (`limit=`) is invalid for an integer, an enum or a "
+        "cursor, and "
         "means no filter for a free-text filter. Cursors are opaque to clients (send back the `next` of a "
         "page), and of the exact form documented for each: any other string is a 422. Times are ISO 8601 UTC."
     ),
@@ -83,7 +86,8 @@ RESPONSES: dict[str, dict[str, Any]] = {
     ),
     "HeadersTooLarge": _gunicorn_too(
         "The request's headers add up to more than 16 KiB (`request_header_fields_too_large`). A header line "
-        "over 8190 bytes or more than 100 headers are refused by gunicorn before the app, with a text/html page."
+        "over 8190 bytes or more than 100 headers are refused by gunicorn before the app, with a "
+        "text/html page."
     ),
     "RequestTimeout": _error_answer(
         "The request's head, or its body, stopped arriving for `BODY_TIMEOUT_S` seconds (`request_timeout`, "
@@ -213,7 +217,8 @@ SUPPLEMENT: dict[str, dict[str, Any]] = {
                 "name": "X-Chunk-SHA256",
                 "in": "header",
                 "required": False,
-                "description": "The chunk's SHA-256: a chunk that does not match is refused and nothing is kept.",
+                "description": "The chunk's SHA-256: a chunk that does not match is refused and "
+                "nothing is kept.",
                 "schema": {"type": "string", "pattern": SHA256},
             }
         ],
@@ -242,7 +247,8 @@ SUPPLEMENT: dict[str, dict[str, Any]] = {
     "retryFailedJobs": {
         "requestBody": {
             "required": False,
-            "description": "Optional, framed by Content-Length or sent chunked (`Transfer-Encoding: chunked`) alike.",
+            "description": "Optional, framed by Content-Length or sent chunked (`Transfer-Encoding: "
+            "chunked`) alike.",
         }
     },
     "metrics": {

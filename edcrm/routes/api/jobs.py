@@ -79,7 +79,8 @@ def get_job(job_id: str):
     HTTP_409=(
         Error,
         "The job is not failed or cancelled (`wrong_state`, with `state`), or a retry could only end "
-        "cancelled, e.g. the job of a cancelled import (`not_retryable`, with `state`; the message says why).",
+        "cancelled, e.g. the job of a cancelled import (`not_retryable`, with `state`; the message "
+        "says why).",
     ),
     **_ONE_JOB,
     HTTP_503=unavailable("queue"),

@@ -1,9 +1,9 @@
 """Keyset pagination with cursors: no duplicate and no gap while rows are added.
 
 A cursor is opaque to clients (they send back the `next` of a page), but its form is exact and
-documented (LeadCursor and JobCursor, in the OpenAPI document): every string of that form continues some page, and any other string
-is a 422. So a cursor never fails for being well-formed but unknown, and tools that read the document
-(schemathesis) know the cursors the API takes.
+documented (LeadCursor and JobCursor, in the OpenAPI document): every string of that form continues
+some page, and any other string is a 422. So a cursor never fails for being well-formed but unknown,
+and tools that read the document (schemathesis) know the cursors the API takes.
 """
 
 from __future__ import annotations

@@ -89,7 +89,8 @@ def create_upload(json: UploadRequest):
     ),
     HTTP_415=(
         Error,
-        "The body is not `application/octet-stream` (`unsupported_media_type`), e.g. a form: nothing is kept.",
+        "The body is not `application/octet-stream` (`unsupported_media_type`), e.g. a form: nothing "
+        "is kept.",
     ),
     HTTP_422=(
         Error,
