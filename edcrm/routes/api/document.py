@@ -18,6 +18,7 @@ from flask import Flask
 
 from ...models.recording import MAX_CHUNKS
 from ...permissions import MAX_ID
+from ..converters import JobIdConverter
 from . import spec
 from .schemas import SHA256, UPLOAD_ID
 
@@ -126,7 +127,10 @@ PATH_PARAMETERS: dict[str, tuple[str, dict[str, Any]]] = {
         "From 0; below the upload's expected_chunks (else 422). ASCII digits; past 2^31-1 the path is a 404.",
         {"type": "integer", "minimum": 0, "maximum": MAX_CHUNKS - 1},
     ),
-    "job_id": (_JOB_ID, {"type": "string", "minLength": 1, "maxLength": 64}),
+    "job_id": (
+        _JOB_ID,
+        {"type": "string", "minLength": 1, "maxLength": 64, "not": {"enum": list(JobIdConverter.RESERVED)}},
+    ),
 }
 
 
@@ -354,6 +358,11 @@ def _parameter(parameter: dict[str, Any]) -> dict[str, Any]:
     if parameter["in"] == "path":
         description, schema = PATH_PARAMETERS[parameter["name"]]
         return {**parameter, "description": description, "schema": schema}
-    if not parameter.get("description"):
-        parameter.pop("description", None)
-    return parameter
+    schema = dict(parameter["schema"])
+    text = schema.pop("description", None) or parameter.get("description")
+    completed = {**parameter, "schema": schema}
+    if text:
+        completed["description"] = text
+    else:
+        completed.pop("description", None)
+    return completed

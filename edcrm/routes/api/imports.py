@@ -3,6 +3,8 @@ GET /api/imports/ID/errors.csv downloads the rejected rows."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from flask import Response, current_app, g, request, stream_with_context, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -20,8 +22,8 @@ from .schemas import Error, Import, ImportList, ImportQuery, ImportQueued, Impor
 from .serializers import import_json
 from .spec import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 
-_ADMIN_ANSWERS = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN}
-_ONE_IMPORT = {**_ADMIN_ANSWERS, "HTTP_404": NOT_FOUND}
+_ADMIN_ANSWERS: dict[str, Any] = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN}
+_ONE_IMPORT: dict[str, Any] = {**_ADMIN_ANSWERS, "HTTP_404": NOT_FOUND}
 
 
 def rejection(error: ImportRejected) -> ApiError:

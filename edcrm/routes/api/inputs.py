@@ -15,11 +15,20 @@ import enum
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, ClassVar, TypeVar
+from dataclasses import dataclass
+from typing import Any, ClassVar, TypeVar
 
 from flask import request
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    GetCoreSchemaHandler,
+    GetJsonSchemaHandler,
+    ValidationError,
+    model_validator,
+)
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError, core_schema
 
 from ...permissions import MAX_ID
 from ..errors import ApiError
@@ -83,7 +92,7 @@ class QueryModel(BaseModel):
     model_config = ConfigDict(frozen=True, json_schema_extra=_query_parameters)
 
 
-# -- JSON fields ---------------------------------------------------------------------------------------
+# -- fields: `Annotated[int, Integer(1, 500)]`, `Annotated[str, Text(80)]`, `Annotated[E, Choice()]` ---
 
 
 def _whole_number(value: Any) -> int:
@@ -96,10 +105,25 @@ def _whole_number(value: Any) -> int:
     raise invalid("must be a whole number")
 
 
-def Integer(minimum: int = 1, maximum: int = MAX_ID, **schema: Any) -> Any:
-    """A whole number within minimum..maximum (by default 1..MAX_ID; never past MAX_ID)."""
-    bounds = Field(ge=minimum, le=min(maximum, MAX_ID), **schema)
-    return Annotated[int, bounds, BeforeValidator(_whole_number)]
+def _query_integer(value: Any) -> int:
+    if isinstance(value, str) and _QUERY_INTEGER.fullmatch(value):
+        return int(value)
+    raise invalid("must be a whole number")
+
+
+@dataclass(frozen=True)
+class Integer:
+    """A whole number within minimum..maximum (by default 1..MAX_ID; never past MAX_ID). In a query
+    string (query=True) it is written in ASCII digits, and an empty value is invalid."""
+
+    minimum: int = 1
+    maximum: int = MAX_ID
+    query: bool = False
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        bounded = core_schema.int_schema(ge=self.minimum, le=min(self.maximum, MAX_ID))
+        whole = _query_integer if self.query else _whole_number
+        return core_schema.no_info_before_validator_function(whole, bounded)
 
 
 def _string(required: bool) -> Callable[[Any], str]:
@@ -113,59 +137,59 @@ def _string(required: bool) -> Callable[[Any], str]:
     return check
 
 
-def Text(max_length: int, *, required: bool = True, form: str | None = None, **schema: Any) -> Any:
+@dataclass(frozen=True)
+class Text:
     """A string of at most max_length characters; a required one holds more than blanks. form is the
     pattern the document gives, checked by the domain code that reads the field (its own 422)."""
-    pattern = NOT_BLANK if required else form
-    extra = {"pattern": pattern} if pattern else None
-    lengths = {"min_length": 1} if required else {}
-    field = Field(max_length=max_length, json_schema_extra=extra, **lengths, **schema)
-    return Annotated[str, field, BeforeValidator(_string(required))]
 
+    max_length: int
+    required: bool = True
+    form: str | None = None
 
-def _member_of(choices: type[enum.Enum]) -> Callable[[Any], enum.Enum]:
-    allowed = ", ".join(str(member.value) for member in choices)
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        bounded = core_schema.str_schema(min_length=1 if self.required else None, max_length=self.max_length)
+        return core_schema.no_info_before_validator_function(_string(self.required), bounded)
 
-    def check(value: Any) -> enum.Enum:
-        try:
-            return choices(value)
-        except (ValueError, TypeError):
-            raise invalid(f"must be one of: {allowed}") from None
-
-    return check
-
-
-def Choice(choices: type[enum.Enum]) -> Any:
-    """One of an enum's values."""
-    return Annotated[choices, BeforeValidator(_member_of(choices))]
-
-
-# -- query-string fields -------------------------------------------------------------------------------
-
-
-def _query_integer(value: Any) -> int:
-    if isinstance(value, str) and _QUERY_INTEGER.fullmatch(value):
-        return int(value)
-    raise invalid("must be a whole number")
-
-
-def QueryInteger(minimum: int = 1, maximum: int = MAX_ID, **schema: Any) -> Any:
-    """ASCII digits of a whole number within minimum..maximum (an empty value is invalid)."""
-    bounds = Field(ge=minimum, le=min(maximum, MAX_ID), **schema)
-    return Annotated[int, bounds, BeforeValidator(_query_integer)]
+    def __get_pydantic_json_schema__(
+        self, schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        documented = handler(schema)
+        pattern = NOT_BLANK if self.required else self.form
+        if pattern:
+            documented["pattern"] = pattern
+        return documented
 
 
 def _empty_is_absent(value: Any) -> Any:
     return None if value == "" else value
 
 
-def QueryText(max_length: int, **schema: Any) -> Any:
-    """A free-text filter: an empty value is no filter."""
-    text = Annotated[str, Field(max_length=max_length)]
-    return Annotated[text | None, BeforeValidator(_empty_is_absent), Field(**schema)]
+@dataclass(frozen=True)
+class QueryText:
+    """A free-text filter of a query string (`Annotated[str | None, QueryText(120)]`): empty, no filter."""
+
+    max_length: int
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        text = core_schema.nullable_schema(core_schema.str_schema(max_length=self.max_length))
+        return core_schema.no_info_before_validator_function(_empty_is_absent, text)
 
 
-QueryChoice = Choice  # an empty value is no member: invalid
+@dataclass(frozen=True)
+class Choice:
+    """One of the annotated enum's values (in a query string too: there an empty value is invalid)."""
+
+    def __get_pydantic_core_schema__(self, source: Any, handler: GetCoreSchemaHandler) -> CoreSchema:
+        allowed = ", ".join(str(member.value) for member in source)
+
+        def member(value: Any) -> enum.Enum:
+            try:
+                return source(value)
+            except (ValueError, TypeError):
+                raise invalid(f"must be one of: {allowed}") from None
+
+        return core_schema.no_info_before_validator_function(member, handler(source))
+
 
 M = TypeVar("M", bound=BaseModel)
 

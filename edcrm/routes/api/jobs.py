@@ -4,6 +4,8 @@ An admin sees their branch's jobs and the system's (edcrm.permissions.visible_jo
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import g
 
 from ...jobs import ledger, listing
@@ -16,8 +18,8 @@ from .schemas import Error, Job, JobList, JobQuery, RetryFilter, RetryReport
 from .serializers import job_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 
-_ADMIN_ANSWERS = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN}
-_ONE_JOB = {**_ADMIN_ANSWERS, "HTTP_404": NOT_FOUND}
+_ADMIN_ANSWERS: dict[str, Any] = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN}
+_ONE_JOB: dict[str, Any] = {**_ADMIN_ANSWERS, "HTTP_404": NOT_FOUND}
 
 
 def _conflict(error: ledger.JobStateConflict) -> ApiError:

@@ -3,6 +3,8 @@ and the download (that telecaller, or an admin of the branch)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
 
@@ -38,7 +40,7 @@ def _owned_call_log(call_log_id: object):
     return call_log
 
 
-_TELECALLERS = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN, "HTTP_404": NOT_FOUND}
+_TELECALLERS: dict[str, Any] = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN, "HTTP_404": NOT_FOUND}
 
 
 @bp.post("/recordings/uploads")

@@ -19,8 +19,6 @@ from ..import_uploads import parse_telecaller_ids
 from .inputs import (
     Choice,
     Integer,
-    QueryChoice,
-    QueryInteger,
     QueryModel,
     QueryText,
     RequestModel,
@@ -80,9 +78,11 @@ class Error(Answer):
 
 
 class TokenRequest(RequestModel):
-    email: Text(254)
-    password: Text(1024)
-    name: Text(80, required=False) | None = Field("api", description="A label, e.g. the device.")
+    email: Annotated[str, Text(254)]
+    password: Annotated[str, Text(1024)]
+    name: Annotated[str, Text(80, required=False)] | None = Field(
+        "api", description="A label, e.g. the device."
+    )
 
 
 class User(Answer):
@@ -101,7 +101,7 @@ class TokenResponse(Answer):
 
 
 class LeadQuery(QueryModel):
-    limit: QueryInteger(1, MAX_LIMIT) = DEFAULT_LIMIT
+    limit: Annotated[int, Integer(1, MAX_LIMIT, query=True)] = DEFAULT_LIMIT
     cursor: LeadCursor | None = Field(None, description="The `next` of the previous page.")
 
 
@@ -122,9 +122,11 @@ class LeadPage(Answer):
 
 
 class CallLogRequest(RequestModel):
-    lead_id: Integer()
-    outcome: Choice(CallOutcome)
-    duration_seconds: Integer(0, MAX_CALL_SECONDS, description="A whole number of seconds, at most a day.")
+    lead_id: Annotated[int, Integer()]
+    outcome: Annotated[CallOutcome, Choice()]
+    duration_seconds: Annotated[int, Integer(0, MAX_CALL_SECONDS)] = Field(
+        description="A whole number of seconds, at most a day."
+    )
 
 
 class Recording(Answer):
@@ -142,7 +144,7 @@ class CallLog(Answer):
     telecaller_id: int
     outcome: CallOutcome
     duration_seconds: NonNegative
-    created_at: datetime = Field(None)
+    created_at: datetime | None = None
     recording: Recording | None
 
 
@@ -150,7 +152,7 @@ class CallLog(Answer):
 
 
 class ImportQuery(QueryModel):
-    limit: QueryInteger(1, MAX_IMPORT_LIST_LIMIT) = DEFAULT_IMPORT_LIST_LIMIT
+    limit: Annotated[int, Integer(1, MAX_IMPORT_LIST_LIMIT, query=True)] = DEFAULT_IMPORT_LIST_LIMIT
 
 
 def _csv_part(value: Any) -> FileStorage:
@@ -242,12 +244,12 @@ _SHA256 = "Of the whole file; checked when it is assembled."
 
 
 class UploadRequest(RequestModel):
-    call_log_id: Integer()
-    filename: Text(1000)
-    expected_chunks: Integer(1, MAX_CHUNKS)
-    total_size: Integer() | None = Field(None, description=_TOTAL_SIZE)
+    call_log_id: Annotated[int, Integer()]
+    filename: Annotated[str, Text(1000)]
+    expected_chunks: Annotated[int, Integer(1, MAX_CHUNKS)]
+    total_size: Annotated[int, Integer()] | None = Field(None, description=_TOTAL_SIZE)
     # Its form is checked by edcrm.recordings.uploads (invalid_upload).
-    sha256: Text(64, required=False, form=SHA256) | None = Field(None, description=_SHA256)
+    sha256: Annotated[str, Text(64, required=False, form=SHA256)] | None = Field(None, description=_SHA256)
 
 
 def _file_part(value: Any) -> FileStorage:
@@ -283,8 +285,8 @@ class Upload(UploadProgress):
     recording_id: int | None
     job_id: str | None
     error: str | None = Field(None, description="Why it failed or was cancelled.")
-    created_at: datetime = Field(None)
-    updated_at: datetime = Field(None)
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
 
 class JobAccepted(Answer):
@@ -295,10 +297,14 @@ class JobAccepted(Answer):
 
 
 class JobQuery(QueryModel):
-    state: QueryChoice(JobState) | None = None
-    queue: QueryText(120, description="Only this queue's jobs (empty: any queue).") = None
-    actor: QueryText(120, description="Only this actor's jobs (empty: any actor).") = None
-    limit: QueryInteger(1, MAX_LIMIT) = DEFAULT_LIMIT
+    state: Annotated[JobState, Choice()] | None = None
+    queue: Annotated[str | None, QueryText(120)] = Field(
+        None, description="Only this queue's jobs (empty: any queue)."
+    )
+    actor: Annotated[str | None, QueryText(120)] = Field(
+        None, description="Only this actor's jobs (empty: any actor)."
+    )
+    limit: Annotated[int, Integer(1, MAX_LIMIT, query=True)] = DEFAULT_LIMIT
     cursor: JobCursor | None = Field(None, description="The `next` of the previous page.")
 
 
@@ -307,8 +313,12 @@ class RetryFilter(RequestModel):
 
     body_optional: ClassVar[bool] = True
 
-    queue: Text(120, required=False) | None = Field(None, description="Only this queue's jobs.")
-    actor: Text(120, required=False) | None = Field(None, description="Only this actor's jobs.")
+    queue: Annotated[str, Text(120, required=False)] | None = Field(
+        None, description="Only this queue's jobs."
+    )
+    actor: Annotated[str, Text(120, required=False)] | None = Field(
+        None, description="Only this actor's jobs."
+    )
 
 
 class JobError(Answer):
@@ -339,7 +349,7 @@ class Job(Answer):
     scheduled_at: datetime | None = None
     started_at: datetime | None
     finished_at: datetime | None
-    url: str = Field(None)
+    url: str | None = None
     subject: JobSubject | None = Field(None, description="The import or recording upload the job works on.")
 
 

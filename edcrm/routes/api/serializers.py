@@ -84,6 +84,8 @@ def upload_progress_json(upload: RecordingUpload) -> dict[str, Any]:
 
 
 def upload_json(upload: RecordingUpload) -> dict[str, Any]:
+    received: list[int]
+    missing: list[int]
     if upload.kind is UploadKind.SINGLE:
         received, missing = [], []
     elif upload.status is UploadStatus.COMPLETED:  # every chunk arrived; their rows went with them

@@ -55,7 +55,11 @@ def unavailable(*dependencies: str, busy: bool = False) -> tuple[type[Error], st
 
 
 #: What a route that takes a JSON body may also answer for its body alone.
-JSON_BODY = {"HTTP_413": TOO_LARGE, "HTTP_415": UNSUPPORTED_MEDIA_TYPE, "HTTP_422": VALIDATION_FAILED}
+JSON_BODY: dict[str, Any] = {
+    "HTTP_413": TOO_LARGE,
+    "HTTP_415": UNSUPPORTED_MEDIA_TYPE,
+    "HTTP_422": VALIDATION_FAILED,
+}
 
 TAGS = {
     "auth": "Bearer tokens.",
