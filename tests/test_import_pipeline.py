@@ -20,6 +20,7 @@ from edcrm.imports import batch_reader, batch_writer, lifecycle
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport, Role
+from edcrm.routes.api.serializers import import_record
 from edcrm.storage import get_storage
 
 HEADER = ["Name", "Phone", "Email", "City"]
@@ -132,7 +133,7 @@ def test_an_import_creates_normalised_leads_round_robin_and_completes(
 def test_to_dict_is_the_contract_shape_but_errors_url(app, branch, callers, stub_broker, stub_worker):
     lead_import = import_file(branch, csv_text(ROWS[:1]).encode(), callers[:1], stub_broker, stub_worker)
 
-    data = lead_import.to_dict()
+    data = import_record(lead_import)
     assert set(data) == {
         "id", "filename", "status", "total_rows", "processed_rows", "successful_rows", "failed_rows",
         "duplicate_rows", "distribution", "error", "created_at", "finished_at",

@@ -12,6 +12,7 @@ from flask import current_app
 from ..extensions import db
 from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, ledger
 from ..models import Job, JobState
+from ..routes.api.serializers import job_record
 from . import edcrm_cli
 
 
@@ -40,14 +41,14 @@ def list_jobs(state, queue, actor, limit):
         filters.append(Job.actor == actor)
     stmt = sa.select(Job).where(*filters).order_by(Job.enqueued_at.desc()).limit(limit)
     for job in db.session.execute(stmt).scalars():
-        click.echo(json.dumps(job.to_dict()))
+        click.echo(json.dumps(job_record(job)))
 
 
 @jobs_cli.command("show")
 @click.argument("job_id")
 def show(job_id):
     try:
-        click.echo(json.dumps(ledger.get(job_id).to_dict(), indent=2))
+        click.echo(json.dumps(job_record(ledger.get(job_id)), indent=2))
     except JobNotFound as exc:
         _fail(exc)
 

@@ -6,13 +6,12 @@ import enum
 from datetime import datetime
 
 import sqlalchemy as sa
-from flask import url_for
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
 from .lead import Lead
 from .recording import Recording
-from .types import UTCDateTime, isoformat, str_enum, utcnow
+from .types import UTCDateTime, str_enum, utcnow
 
 
 class CallOutcome(enum.StrEnum):
@@ -40,17 +39,3 @@ class CallLog(db.Model):
         """The call's recording: the latest one stored, if any."""
         latest = sa.select(Recording).where(Recording.call_log_id == self.id).order_by(Recording.id.desc())
         return db.session.execute(latest.limit(1)).scalar_one_or_none()
-
-    def to_dict(self) -> dict:
-        recording = self.recording
-        return {
-            "id": self.id,
-            "lead_id": self.lead_id,
-            "telecaller_id": self.telecaller_id,
-            "outcome": self.outcome.value,
-            "duration_seconds": self.duration_seconds,
-            "created_at": isoformat(self.created_at),
-            "recording": recording.to_dict(url_for("api.recording_content", call_log_id=self.id))
-            if recording is not None
-            else None,
-        }

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import JSONType, UTCDateTime, isoformat, str_enum, utcnow
+from .types import JSONType, UTCDateTime, str_enum, utcnow
 
 
 class JobState(enum.StrEnum):
@@ -75,24 +75,6 @@ class Job(db.Model):
         order_by="JobError.id", cascade="all, delete-orphan", passive_deletes=True
     )
 
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "actor": self.actor,
-            "queue": self.queue,
-            "args": self.args,
-            "kwargs": self.kwargs,
-            "state": self.state.value,
-            "attempts": self.attempts,
-            "max_retries": self.max_retries,
-            "branch_id": self.branch_id,
-            "errors": [error.to_dict() for error in self.errors],
-            "enqueued_at": isoformat(self.enqueued_at),
-            "scheduled_at": isoformat(self.scheduled_at),
-            "started_at": isoformat(self.started_at),
-            "finished_at": isoformat(self.finished_at),
-        }
-
 
 class JobError(db.Model):
     """One failed attempt of a job: append-only, so concurrent attempts never lose one."""
@@ -105,11 +87,3 @@ class JobError(db.Model):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     error: Mapped[str] = mapped_column(sa.Text)
     traceback: Mapped[str | None] = mapped_column(sa.Text)
-
-    def to_dict(self) -> dict:
-        return {
-            "attempt": self.attempt,
-            "at": isoformat(self.at),
-            "error": self.error,
-            "traceback": self.traceback,
-        }

@@ -51,15 +51,3 @@ class Lead(db.Model):
     )
     assigned_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def to_dict(self) -> dict:
-        return {
-            "id": self.id,
-            "student_name": self.student_name,
-            "phone_number": self.phone_number,
-            "email": self.email,
-            "city": self.city,
-            "status": self.status.value,
-            "telecaller_id": self.telecaller_id,
-            "import_id": self.import_id,
-        }

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from ..extensions import db
-from .types import JSONType, UTCDateTime, isoformat, str_enum, utcnow
+from .types import JSONType, UTCDateTime, str_enum, utcnow
 
 
 class ImportStatus(enum.StrEnum):
@@ -60,23 +60,6 @@ class LeadImport(db.Model):
     @property
     def is_final(self) -> bool:
         return self.status in FINAL_STATUSES
-
-    def to_dict(self) -> dict:
-        """The contract's import object, but for `errors_url` (a route knows its own URLs)."""
-        return {
-            "id": self.id,
-            "filename": self.filename,
-            "status": self.status.value,
-            "total_rows": self.total_rows,
-            "processed_rows": self.processed_rows,
-            "successful_rows": self.successful_rows,
-            "failed_rows": self.failed_rows,
-            "duplicate_rows": self.duplicate_rows,
-            "distribution": {str(key): value for key, value in (self.distribution or {}).items()},
-            "error": self.error,
-            "created_at": isoformat(self.created_at),
-            "finished_at": isoformat(self.finished_at),
-        }
 
     def __repr__(self) -> str:
         return f"<LeadImport {self.id} {self.status.value}>"

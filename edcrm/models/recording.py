@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import db
-from .types import UTCDateTime, isoformat, str_enum, utcnow
+from .types import UTCDateTime, str_enum, utcnow
 
 #: The most chunks one upload may announce.
 MAX_CHUNKS = 10_000
@@ -138,27 +138,6 @@ class RecordingUpload(db.Model):
         have = set(self.received_indexes() if received is None else received)
         return [index for index in range(self.expected_chunks) if index not in have]
 
-    def to_dict(self) -> dict:
-        if self.kind is UploadKind.SINGLE:
-            received, missing = [], []
-        elif self.status is UploadStatus.COMPLETED:  # every chunk arrived; their rows went with them
-            received, missing = list(range(self.expected_chunks)), []
-        else:
-            received = self.received_indexes()
-            missing = self.missing_indexes(received)
-        return {
-            "upload_id": self.id,
-            "status": self.status.value,
-            "received": received,
-            "missing": missing,
-            "call_log_id": self.call_log_id,
-            "recording_id": self.recording_id,
-            "job_id": self.job_id,
-            "error": public_error(self.status, self.error),
-            "created_at": isoformat(self.created_at),
-            "updated_at": isoformat(self.updated_at),
-        }
-
 
 class RecordingChunk(db.Model):
     """One received chunk. Arrival is a set of rows keyed by index, never a counter, so a resent chunk
@@ -190,13 +169,3 @@ class Recording(db.Model):
     sha256: Mapped[str] = mapped_column(sa.String(64))
     duration_seconds: Mapped[float | None] = mapped_column(sa.Float)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-
-    def to_dict(self, download_url: str) -> dict:
-        return {
-            "id": self.id,
-            "size": self.size,
-            "content_type": self.content_type,
-            "sha256": self.sha256,
-            "duration_seconds": self.duration_seconds,
-            "download_url": download_url,
-        }

@@ -75,9 +75,6 @@ class User(UserMixin, db.Model):
     def is_admin(self) -> bool:
         return self.role == Role.ADMIN
 
-    def to_dict(self) -> dict:
-        return {"id": self.id, "email": self.email, "role": self.role.value, "branch_id": self.branch_id}
-
     def __repr__(self) -> str:
         return f"<User {self.id} {self.email} {self.role.value}>"
 

@@ -9,6 +9,8 @@ from flask import Blueprint, jsonify
 
 from ..extensions import db
 from ..jobs import broker
+from .api.schemas import Health
+from .api.spec import operation
 
 bp = Blueprint("health", __name__)
 log = logging.getLogger(__name__)
@@ -28,7 +30,15 @@ CHECKS = {"database": _check_database, "broker": broker.ping, "storage": _check_
 
 
 @bp.get("/healthz")
+@operation(
+    "health",
+    "meta",
+    public=True,
+    HTTP_200=(Health, "Everything answers."),
+    HTTP_503=(Health, "Something is down: its key says `down: ErrorType`."),
+)
 def healthz():
+    """Can this process reach the database, the broker and the storage?"""
     report, healthy = {}, True
     for name, check in CHECKS.items():
         try:

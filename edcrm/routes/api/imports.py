@@ -3,6 +3,8 @@ GET /api/imports/ID/errors.csv downloads the rejected rows."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from flask import Response, current_app, g, request, stream_with_context, url_for
 from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
@@ -14,17 +16,15 @@ from ...models import ImportStatus, LeadImport, Role
 from ...permissions import import_for, visible_imports
 from ..bodies import IncompleteBody
 from ..errors import ApiError
-from ..import_uploads import limit_request_size, parse_telecaller_ids
+from ..import_uploads import limit_request_size
 from . import bp
-from .inputs import Fields
+from .inputs import parse
+from .schemas import Error, Import, ImportList, ImportQuery, ImportQueued, ImportUpload
+from .serializers import import_json
+from .spec import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 
-DEFAULT_LIST_LIMIT, MAX_LIST_LIMIT = 100, 500
-
-
-def import_json(lead_import: LeadImport) -> dict:
-    """The contract's import object."""
-    errors_url = url_for("api.get_import_errors", import_id=lead_import.id)
-    return {**lead_import.to_dict(), "errors_url": errors_url}
+_ADMIN_ANSWERS: dict[str, Any] = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN}
+_ONE_IMPORT: dict[str, Any] = {**_ADMIN_ANSWERS, "HTTP_404": NOT_FOUND}
 
 
 def _too_large() -> ApiError | FileTooLarge:
@@ -37,7 +37,36 @@ def _too_large() -> ApiError | FileTooLarge:
 
 @bp.post("/imports")
 @api_auth(Role.ADMIN)
+@operation(
+    "createImport",
+    "imports",
+    form=ImportUpload,
+    HTTP_202=(ImportQueued, "Stored and queued."),
+    HTTP_413=(
+        Error,
+        "The file is over `MAX_CSV_BYTES` (`file_too_large`), or the form has too many fields "
+        "(`form_too_large`); nothing is kept.",
+    ),
+    HTTP_415=(
+        Error,
+        "Not multipart/form-data (`unsupported_media_type`), or the file is not CSV text (`not_csv`); "
+        "nothing is kept.",
+    ),
+    HTTP_422=(
+        Error,
+        "A missing file part or telecaller ids that are not ids (`validation_failed`, with `fields`), an "
+        "empty file (`empty_file`), telecallers that are not active telecallers of the branch "
+        "(`invalid_telecallers`, with `telecaller_ids`: the offending ids), or none chosen at all "
+        "(`no_telecallers`); nothing is kept.",
+    ),
+    **_ADMIN_ANSWERS,
+    HTTP_503=unavailable("storage", "queue", busy=True),
+)
 def create_import():
+    """Upload a CSV of leads and queue its import (admins)
+
+    The file is streamed to storage; the import runs on the `csv_import` queue. Telecallers must be
+    active telecallers of the admin's branch."""
     if request.mimetype != "multipart/form-data":
         message = "Send the CSV as multipart/form-data, in a part named `file`."
         raise ApiError(415, "unsupported_media_type", message)
@@ -50,24 +79,13 @@ def create_import():
     except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
         raise IncompleteBody() from None
 
-    fields = Fields({})
-    if upload is None or not upload.filename:
-        fields.error("file", "is required: the CSV, as a file part named `file`")
+    form = parse(ImportUpload, {"file": upload, "telecaller_ids": raw_ids})
     try:
-        telecaller_ids = parse_telecaller_ids(raw_ids)
-    except ValueError as error:
-        fields.error("telecaller_ids", str(error))
-    else:
-        if not telecaller_ids:
-            fields.error("telecaller_ids", "is required: one or more telecaller ids")
-    fields.check()
-
-    try:
-        lead_import = start_import(g.user, upload.stream, upload.filename, telecaller_ids)
+        lead_import = start_import(g.user, form.file.stream, form.file.filename, form.telecaller_ids)
     except RequestEntityTooLarge:  # the body went over the limit while the file was being read
         raise _too_large() from None
     finally:
-        upload.close()  # the spooled temporary file
+        form.file.close()  # the spooled temporary file
     # `queued`, as the import was committed: a fast worker may already have moved it on.
     body = {"id": lead_import.id, "status": ImportStatus.QUEUED.value, "job_id": lead_import.job_id}
     return body, 202, {"Location": url_for(".get_import", import_id=lead_import.id)}
@@ -75,19 +93,25 @@ def create_import():
 
 @bp.get("/imports")
 @api_auth(Role.ADMIN)
-def list_imports():
-    fields = Fields(request.args, text=True)
-    limit = fields.integer(
-        "limit", minimum=1, maximum=MAX_LIST_LIMIT, required=False, default=DEFAULT_LIST_LIMIT
-    )
-    fields.check()
-    stmt = sa.select(LeadImport).where(visible_imports(g.user)).order_by(LeadImport.id.desc()).limit(limit)
+@operation(
+    "listImports",
+    "imports",
+    HTTP_200=(ImportList, "The newest imports of the caller's branch."),
+    HTTP_422=VALIDATION_FAILED,
+    **_ADMIN_ANSWERS,
+)
+def list_imports(query: ImportQuery):
+    """The branch's imports, newest first (admins)"""
+    newest = sa.select(LeadImport).where(visible_imports(g.user)).order_by(LeadImport.id.desc())
+    stmt = newest.limit(query.limit)
     return {"items": [import_json(lead_import) for lead_import in db.session.execute(stmt).scalars()]}
 
 
 @bp.get("/imports/<int:import_id>")
 @api_auth(Role.ADMIN)
+@operation("getImport", "imports", HTTP_200=(Import, "The import."), **_ONE_IMPORT)
 def get_import(import_id: int):
+    """An import's state, counts and distribution (admins of its branch)"""
     return import_json(import_for(g.user, import_id))
 
 
@@ -105,5 +129,11 @@ def error_report_response(lead_import: LeadImport) -> Response:
 
 @bp.get("/imports/<int:import_id>/errors.csv")
 @api_auth(Role.ADMIN)
+@operation("getImportErrors", "imports", HTTP_200=(None, "The error report."), **_ONE_IMPORT)
 def get_import_errors(import_id: int):
+    """The import's rejected rows as CSV (admins of its branch)
+
+    `row_number,reasons,<the row's original columns…>`, one line per rejected row (invalid or
+    duplicate); a cell that a spreadsheet would run as a formula is prefixed with `'`. Sent as an
+    attachment."""
     return error_report_response(import_for(g.user, import_id))

@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 import sqlalchemy as sa
-from flask import g, request
+from flask import g
 
 from ...auth import api_auth
 from ...models import Lead
 from ...permissions import visible_leads
 from . import bp
-from .inputs import Fields
-from .pagination import page_params, paginate
+from .pagination import paginate
+from .schemas import LeadPage, LeadQuery
+from .serializers import lead_json
+from .spec import UNAUTHORIZED, VALIDATION_FAILED, operation
 
 
 @bp.get("/leads")
 @api_auth()
-def list_leads():
-    fields = Fields(request.args, text=True)
-    limit, after = page_params(fields)
-    fields.check()
-    leads, next_cursor = paginate(sa.select(Lead).where(visible_leads(g.user)), Lead.id, limit, after)
-    return {"items": [lead.to_dict() for lead in leads], "next": next_cursor}
+@operation(
+    "listLeads",
+    "leads",
+    HTTP_200=(LeadPage, "One page of leads."),
+    HTTP_401=UNAUTHORIZED,
+    HTTP_422=VALIDATION_FAILED,
+)
+def list_leads(query: LeadQuery):
+    """The caller's leads, by id, a page at a time"""
+    after = query.cursor.after() if query.cursor else None
+    stmt = sa.select(Lead).where(visible_leads(g.user))
+    leads, next_cursor = paginate(stmt, Lead.id, query.limit, after)
+    return {"items": [lead_json(lead) for lead in leads], "next": next_cursor}

@@ -1,9 +1,9 @@
 """Keyset pagination with cursors: no duplicate and no gap while rows are added.
 
 A cursor is opaque to clients (they send back the `next` of a page), but its form is exact and
-documented (edcrm/openapi.json): every string of that form continues some page, and any other string
-is a 422. So a cursor never fails for being well-formed but unknown, and tools that read the document
-(schemathesis) know the cursors the API takes.
+documented (LeadCursor and JobCursor, in the OpenAPI document): every string of that form continues
+some page, and any other string is a 422. So a cursor never fails for being well-formed but unknown,
+and tools that read the document (schemathesis) know the cursors the API takes.
 """
 
 from __future__ import annotations
@@ -11,13 +11,15 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any
 
 import sqlalchemy as sa
+from pydantic import BeforeValidator, Field, RootModel
 
 from ...extensions import db
 from ...jobs.listing import Position
 from ...permissions import MAX_ID
-from .inputs import Fields
+from .inputs import invalid
 
 DEFAULT_LIMIT, MAX_LIMIT = 50, 500
 
@@ -59,21 +61,27 @@ def decode_job_cursor(cursor: str) -> Position | None:
     return Position(_EPOCH + timedelta(microseconds=int(match[1])), match[2])
 
 
-def cursor_param(fields: Fields, decode):
-    """?cursor= decoded, or None without one; an empty or malformed cursor is a field error."""
-    cursor = fields.data.get("cursor")
-    if cursor is None:
-        return None
-    after = decode(cursor)
-    if after is None:
-        fields.error("cursor", _NOT_OURS)
-    return after
+def _cursor_of(form: re.Pattern) -> BeforeValidator:
+    def check(value: Any) -> str:
+        if not isinstance(value, str) or not form.fullmatch(value):
+            raise invalid(_NOT_OURS)
+        return value
+
+    return BeforeValidator(check)
 
 
-def page_params(fields: Fields) -> tuple[int | None, int | None]:
-    """limit (1..500, default 50) and the id to continue after, from ?limit=&cursor=."""
-    limit = fields.integer("limit", minimum=1, maximum=MAX_LIMIT, required=False, default=DEFAULT_LIMIT)
-    return limit, cursor_param(fields, decode_cursor)
+class LeadCursor(RootModel[Annotated[str, Field(pattern=f"^{ID_CURSOR.pattern}$"), _cursor_of(ID_CURSOR)]]):
+    """An id cursor: 6 characters of unpadded base64url."""
+
+    def after(self) -> int | None:
+        return decode_cursor(self.root)
+
+
+class JobCursor(RootModel[Annotated[str, Field(pattern=f"^{JOB_CURSOR.pattern}$"), _cursor_of(JOB_CURSOR)]]):
+    """A job cursor: `MICROSECONDS.JOB_ID`."""
+
+    def after(self) -> Position | None:
+        return decode_job_cursor(self.root)
 
 
 def paginate(stmt: sa.Select, id_column, limit: int, after: int | None) -> tuple[list, str | None]:

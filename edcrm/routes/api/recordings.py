@@ -3,6 +3,8 @@ and the download (that telecaller, or an admin of the branch)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import current_app, g, request
 from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
 
@@ -14,7 +16,10 @@ from ..bodies import IncompleteBody
 from ..errors import ApiError
 from ..recording_download import download
 from . import bp
-from .inputs import Fields, json_object
+from .inputs import parse
+from .schemas import Error, JobAccepted, RecordingUpload, Upload, UploadCreated, UploadProgress, UploadRequest
+from .serializers import upload_json, upload_progress_json
+from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, operation, unavailable
 
 #: Room for the multipart framing around a one-shot recording.
 MULTIPART_OVERHEAD = 64 * 1024
@@ -32,24 +37,31 @@ def _owned_call_log(call_log_id: object):
     return call_log
 
 
+_TELECALLERS: dict[str, Any] = {"HTTP_401": UNAUTHORIZED, "HTTP_403": FORBIDDEN, "HTTP_404": NOT_FOUND}
+
+
 @bp.post("/recordings/uploads")
 @api_auth(Role.TELECALLER)
-def create_upload():
-    fields = Fields(json_object())
-    call_log_id = fields.integer("call_log_id", minimum=1)
-    filename = fields.string("filename", max_length=1000)
-    expected_chunks = fields.integer("expected_chunks", minimum=1, maximum=uploads.MAX_CHUNKS)
-    total_size = fields.integer("total_size", minimum=1, required=False)
-    sha256 = fields.string("sha256", max_length=64, required=False)
-    fields.check()
-    call_log = _owned_call_log(call_log_id)
+@operation(
+    "createRecordingUpload",
+    "recordings",
+    HTTP_201=(UploadCreated, "Open: PUT its chunks, then complete it."),
+    **_TELECALLERS,
+    **{
+        **JSON_BODY,
+        "HTTP_413": (Error, "total_size is over MAX_RECORDING_BYTES (`too_large`, with `limit`)."),
+    },
+)
+def create_upload(json: UploadRequest):
+    """Open a resumable chunked upload for a call the telecaller logged"""
+    call_log = _owned_call_log(json.call_log_id)
     upload = uploads.create_session(
         g.user,
         call_log,
-        filename=filename,
-        expected_chunks=expected_chunks,
-        total_size=total_size,
-        sha256=sha256,
+        filename=json.filename,
+        expected_chunks=json.expected_chunks,
+        total_size=json.total_size,
+        sha256=json.sha256,
     )
     body = {"upload_id": upload.id, "max_chunk_bytes": current_app.config["MAX_CHUNK_BYTES"]}
     return body, 201, {"Location": f"/api/recordings/uploads/{upload.id}"}
@@ -57,7 +69,35 @@ def create_upload():
 
 @bp.put("/recordings/uploads/<upload_id>/chunks/<int:index>")
 @api_auth(Role.TELECALLER)
+@operation(
+    "putRecordingChunk",
+    "recordings",
+    HTTP_200=(UploadProgress, "Kept: the upload's progress."),
+    HTTP_409=(
+        Error,
+        "The upload takes no more chunks: it is complete, processing or deleted, also when that happened "
+        "while this chunk was arriving (`upload_state_conflict`); nothing is kept.",
+    ),
+    HTTP_413=(
+        Error,
+        "The chunk is over MAX_CHUNK_BYTES, or the chunks received so far and this one would add up to "
+        "more than MAX_RECORDING_BYTES (`too_large`, with `limit`); nothing is kept.",
+    ),
+    HTTP_415=(
+        Error,
+        "The body is not `application/octet-stream` (`unsupported_media_type`), e.g. a form: nothing "
+        "is kept.",
+    ),
+    HTTP_422=(
+        Error,
+        "Checksum mismatch (`checksum_mismatch`, with `index`), an empty chunk, an index past the upload's "
+        "chunks, or an X-Chunk-SHA256 that is not a SHA-256 (`invalid_upload`); nothing is kept.",
+    ),
+    **_TELECALLERS,
+    HTTP_503=unavailable("storage", busy=True),
+)
 def put_chunk(upload_id: str, index: int):
+    """Send chunk N (from 0) as the raw body; sending it again replaces it"""
     upload = upload_for(g.user, upload_id)
     if request.mimetype not in ("", CHUNK_MEDIA_TYPE):
         message = f"Send the chunk's bytes as they are, with Content-Type: {CHUNK_MEDIA_TYPE}."
@@ -75,23 +115,33 @@ def put_chunk(upload_id: str, index: int):
         raise ApiError(413, "too_large", f"A chunk may be at most {limit} bytes.", limit=limit) from None
     except ClientDisconnected:  # werkzeug's own, where the server does not terminate the body
         raise IncompleteBody() from None
-    return _progress(upload)
-
-
-def _progress(upload) -> dict:
-    received = upload.received_indexes()
-    return {"upload_id": upload.id, "received": received, "missing": upload.missing_indexes(received)}
+    return upload_progress_json(upload)
 
 
 @bp.get("/recordings/uploads/<upload_id>")
 @api_auth(Role.TELECALLER)
+@operation("getRecordingUpload", "recordings", HTTP_200=(Upload, "The upload."), **_TELECALLERS)
 def get_upload(upload_id: str):
-    return upload_for(g.user, upload_id).to_dict()
+    """An upload's status and which chunks arrived"""
+    return upload_json(upload_for(g.user, upload_id))
 
 
 @bp.post("/recordings/uploads/<upload_id>/complete")
 @api_auth(Role.TELECALLER)
+@operation(
+    "completeRecordingUpload",
+    "recordings",
+    HTTP_202=(JobAccepted, "The recordings job that finalizes the upload."),
+    HTTP_409=(
+        Error,
+        "Chunks are missing (`chunks_missing`, with `missing`: their indexes), or the upload was deleted.",
+    ),
+    HTTP_422=(Error, "The chunks do not add up to the announced total_size (`invalid_upload`)."),
+    **_TELECALLERS,
+    HTTP_503=unavailable("queue"),
+)
 def complete_upload(upload_id: str):
+    """Every chunk arrived: assemble them into the recording (idempotent)"""
     upload = upload_for(g.user, upload_id)
     job_id = uploads.complete(upload)
     return {"job_id": job_id}, 202
@@ -99,7 +149,16 @@ def complete_upload(upload_id: str):
 
 @bp.delete("/recordings/uploads/<upload_id>")
 @api_auth(Role.TELECALLER)
+@operation(
+    "deleteRecordingUpload",
+    "recordings",
+    HTTP_204=(None, "Deleted: the chunks are gone and the upload is `cancelled`."),
+    HTTP_409=(Error, "The upload is being processed (`upload_state_conflict`)."),
+    **_TELECALLERS,
+    HTTP_503=unavailable("storage"),
+)
 def delete_upload(upload_id: str):
+    """Abandon an upload; its chunks are removed"""
     upload = upload_for(g.user, upload_id)
     uploads.cancel(upload)
     return "", 204
@@ -107,7 +166,23 @@ def delete_upload(upload_id: str):
 
 @bp.post("/call-logs/<int:call_log_id>/recording")
 @api_auth(Role.TELECALLER)
+@operation(
+    "uploadRecording",
+    "recordings",
+    form=RecordingUpload,
+    HTTP_202=(JobAccepted, "Stored; the recordings job finalizes it."),
+    HTTP_413=(Error, "The file is over MAX_RECORDING_BYTES (`too_large`, with `limit`); nothing is kept."),
+    HTTP_415=(Error, "Not multipart/form-data (`unsupported_media_type`); nothing is kept."),
+    HTTP_422=(
+        Error,
+        "No file part (`validation_failed`, with `fields`), or an empty file (`invalid_upload`); nothing is "
+        "kept.",
+    ),
+    **_TELECALLERS,
+    HTTP_503=unavailable("storage", "queue", busy=True),
+)
 def upload_recording(call_log_id: int):
+    """Upload a whole recording in one request"""
     call_log = _owned_call_log(call_log_id)
     if request.mimetype != "multipart/form-data":
         message = "Send the recording as multipart/form-data, in a part named `file`."
@@ -121,16 +196,24 @@ def upload_recording(call_log_id: int):
         raise ApiError(413, "too_large", f"A recording may be at most {limit} bytes.", limit=limit) from None
     except ClientDisconnected:
         raise IncompleteBody() from None
-    if part is None:
-        raise ApiError(422, "validation_failed", "Invalid fields: file.", fields={"file": "is required"})
-    job_id = uploads.start_single_upload(g.user, call_log, part.stream, part.filename)
+    form = parse(RecordingUpload, {"file": part})
+    job_id = uploads.start_single_upload(g.user, call_log, form.file.stream, form.file.filename)
     return {"job_id": job_id}, 202
 
 
 @bp.get("/call-logs/<int:call_log_id>/recording/content")
 @api_auth()
+@operation(
+    "downloadRecording",
+    "recordings",
+    HTTP_200=(None, "The audio, streamed."),
+    HTTP_302=(None, "A short-lived signed URL of the storage (S3), in Location."),
+    **_TELECALLERS,
+    HTTP_503=unavailable("storage"),
+)
 def recording_content(call_log_id: int):
-    """The audio: a redirect to a short-lived signed URL where the storage has them (S3), else streamed."""
+    """The call's recording (the telecaller who logged it, or the branch's admin)"""
+    # A redirect to a short-lived signed URL where the storage has them (S3), else streamed.
     call_log = call_log_for(g.user, call_log_id)
     recording = call_log.recording
     if recording is None:

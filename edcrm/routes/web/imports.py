@@ -14,6 +14,7 @@ from ...imports.upload import FileTooLarge, ImportRejected, active_telecallers, 
 from ...models import ImportStatus, LeadImport, Role, User
 from ...permissions import import_for, visible_imports
 from ..api.imports import error_report_response
+from ..api.serializers import import_record
 from ..bodies import IncompleteBody
 from ..errors import status_of
 from ..import_uploads import limit_request_size
@@ -87,7 +88,7 @@ def list_imports():
 def progress(lead_import: LeadImport) -> dict:
     """What the page shows, as JSON for its polling script: the import, its percentage, whether it is
     over, and the distribution by telecaller email (every chosen telecaller, 0 for none yet)."""
-    data = lead_import.to_dict()
+    data = import_record(lead_import)
     final = lead_import.is_final
     if lead_import.total_rows:
         percent = min(100, round(100 * lead_import.processed_rows / lead_import.total_rows))
