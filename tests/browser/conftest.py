@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import service_unavailable
-from integration.helpers import free_port, http_get, run_flask, service_env, start_gunicorn, wait_for
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
+
+from tests.conftest import service_unavailable
+from tests.support.processes import free_port, http_get, run_flask, service_env, start_gunicorn, wait_for
+from tests.support.s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 #: Chromium as root in a container, with nothing reaching out to Google's services (refused here).

@@ -11,9 +11,10 @@ import random
 
 import pytest
 import requests
-from audio_samples import wav
-from integration.helpers import wait_for
 from playwright.sync_api import expect
+
+from tests.support.audio_samples import wav
+from tests.support.processes import wait_for
 
 pytestmark = pytest.mark.browser
 

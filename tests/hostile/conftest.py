@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 import requests
-from integration.helpers import (
+
+from tests.support.processes import (
     REPO,
     Service,
     free_port,

@@ -14,7 +14,8 @@ from collections.abc import Iterator
 import pytest
 import redis
 import requests
-from integration.helpers import BIN, REPO, Service, free_port, http_get, service_env, wait_for
+
+from tests.support.processes import BIN, REPO, Service, free_port, http_get, service_env, wait_for
 
 from .conftest import Server, start_server
 

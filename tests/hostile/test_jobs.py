@@ -7,10 +7,10 @@ import hashlib
 import random
 
 import pytest
-from audio_samples import wav
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 from edcrm.models.recording import UploadReason
+from tests.support.audio_samples import wav
+from tests.support.s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 from .conftest import Server, wait_until
 

@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-from audio_samples import wav
-from integration.helpers import (
+
+from tests.support.audio_samples import wav
+from tests.support.processes import (
     REPO,
     Service,
     free_port,
@@ -38,7 +39,7 @@ from integration.helpers import (
     start_gunicorn,
     wait_for,
 )
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
+from tests.support.s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 #: argv[2] call logs of the telecaller whose id is argv[1], each on a new lead; prints their ids.
 MAKE_CALL_LOGS = """

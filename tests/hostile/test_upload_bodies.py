@@ -16,9 +16,9 @@ import uuid
 from pathlib import Path
 
 import requests
-from audio_samples import wav
 
-from hostile.conftest import Server, wait_until
+from tests.hostile.conftest import Server, wait_until
+from tests.support.audio_samples import wav
 
 
 def sha(data: bytes) -> str:

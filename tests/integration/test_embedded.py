@@ -8,7 +8,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     REPO,
     Service,
     free_port,

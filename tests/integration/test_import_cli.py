@@ -9,7 +9,15 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from .helpers import BIN, REPO, fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
+from tests.support.processes import (
+    BIN,
+    REPO,
+    fresh_postgres_database,
+    run_flask,
+    service_env,
+    start_dramatiq,
+    wait_for,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ from collections import Counter
 import pytest
 import sqlalchemy as sa
 
-from .helpers import fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
+from tests.support.processes import fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
 
 pytestmark = pytest.mark.integration
 

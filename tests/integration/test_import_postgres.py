@@ -11,7 +11,6 @@ from collections import Counter
 import dramatiq
 import pytest
 import sqlalchemy as sa
-from import_race import force_overlapping_batches
 
 from edcrm import create_app
 from edcrm.actors.imports import import_leads
@@ -22,8 +21,8 @@ from edcrm.jobs.broker import get_broker
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role, User
 from edcrm.storage import get_storage
-
-from .helpers import fresh_postgres_database
+from tests.support.import_race import force_overlapping_batches
+from tests.support.processes import fresh_postgres_database
 
 pytestmark = pytest.mark.integration
 

@@ -9,7 +9,9 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import (
+from tests.integration.test_worker import database, engine  # noqa: F401  (fixtures)
+from tests.integration.test_worker import env as worker_env  # noqa: F401  (the fixture that env builds on)
+from tests.support.processes import (
     free_port,
     run_flask,
     start_dramatiq,
@@ -17,8 +19,6 @@ from .helpers import (
     wait_for,
     wait_for_job,
 )
-from .test_worker import database, engine  # noqa: F401  (fixtures)
-from .test_worker import env as worker_env  # noqa: F401  (the fixture that env builds on)
 
 pytestmark = pytest.mark.integration
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from .helpers import fresh_postgres_database, run_flask, service_env
+from tests.support.processes import fresh_postgres_database, run_flask, service_env
 
 pytestmark = pytest.mark.integration
 

@@ -7,7 +7,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     BIN,
     Service,
     free_port,

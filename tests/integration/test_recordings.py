@@ -13,11 +13,11 @@ import signal
 
 import pytest
 import requests
-from audio_samples import amr, wav
-from s3_server import s3_server  # noqa: F401  (the fixture)
 
-from .helpers import job_row, wait_for, wait_for_job
-from .stack import send_chunks
+from tests.support.audio_samples import amr, wav
+from tests.support.processes import job_row, wait_for, wait_for_job
+from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
+from tests.support.stack import send_chunks
 
 pytestmark = pytest.mark.integration
 

@@ -12,10 +12,10 @@ import random
 from pathlib import Path
 
 import pytest
-from audio_samples import wav
 
-from .helpers import wait_for_job
-from .stack import Stack, send_chunks
+from tests.support.audio_samples import wav
+from tests.support.processes import wait_for_job
+from tests.support.stack import Stack, send_chunks
 
 pytestmark = pytest.mark.integration
 

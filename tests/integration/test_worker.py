@@ -10,7 +10,7 @@ import pytest
 import redis
 import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     Service,
     fresh_postgres_database,
     job_row,
