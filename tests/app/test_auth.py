@@ -9,7 +9,7 @@ import pytest
 from edcrm.extensions import db
 from edcrm.models import ApiToken
 from edcrm.models.types import utcnow
-from tests.conftest import bearer, make_user
+from tests.support.people import bearer, make_user
 
 
 def issue(client, email, password, **extra):

@@ -14,7 +14,7 @@ from edcrm.config import ConfigError, from_env
 from edcrm.extensions import db
 from edcrm.jobs import ledger
 from edcrm.models import Branch, Role
-from tests.conftest import make_user
+from tests.support.people import make_user
 
 PASSWORD = "secret-password"
 CALLER = "caller@kochi.test"

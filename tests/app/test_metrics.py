@@ -22,7 +22,7 @@ from edcrm.extensions import db
 from edcrm.jobs import ledger
 from edcrm.jobs.prometheus import WorkerPrometheus, remove_stale_files
 from edcrm.models import CallLog, CallOutcome, Job, JobState, Lead, Role
-from tests.conftest import bearer, make_user
+from tests.support.people import bearer, make_user
 
 METRICS_TOKEN = "prometheus-scrapes-with-this-token"
 CSV = (

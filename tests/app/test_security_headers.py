@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from edcrm.models import Role
-from tests.conftest import bearer, make_user
+from tests.support.people import bearer, make_user
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "edcrm" / "templates"
 

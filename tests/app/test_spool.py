@@ -16,9 +16,10 @@ from edcrm import spool
 from edcrm.extensions import db
 from edcrm.models import CallLog
 from edcrm.storage import S3Storage
-from tests.conftest import bearer
-from tests.routes.api.test_api_recordings import make_call_log, run_jobs, split, storage_files, wav_bytes
-from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
+from tests.support.audio_samples import wav
+from tests.support.jobs import run_jobs
+from tests.support.people import bearer
+from tests.support.recordings import make_call_log, split, storage_files
 
 
 @pytest.fixture
@@ -110,7 +111,7 @@ def test_the_app_sweeps_at_start(tmpdir_, tmp_path, monkeypatch):
 def test_chunks_one_shot_files_and_finalize_spool_there_and_leave_nothing(
     app, client, branch, telecaller, stub_broker, stub_worker, tmpdir_, opened
 ):
-    auth, audio = bearer(telecaller), wav_bytes(1.0)
+    auth, audio = bearer(telecaller), wav(1.0)
     call_log = make_call_log(branch, telecaller)
     body = {"call_log_id": call_log.id, "filename": "a.wav", "expected_chunks": 2}
     upload_id = client.post("/api/recordings/uploads", json=body, headers=auth).json["upload_id"]
@@ -121,7 +122,7 @@ def test_chunks_one_shot_files_and_finalize_spool_there_and_leave_nothing(
     other = make_call_log(branch, telecaller)
     form = {"file": (io.BytesIO(audio), "b.wav")}
     assert client.post(f"/api/call-logs/{other.id}/recording", data=form, headers=auth).status_code == 202
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     db.session.expire_all()
     assert db.session.get(CallLog, call_log.id).recording is not None
@@ -133,7 +134,7 @@ def test_chunks_one_shot_files_and_finalize_spool_there_and_leave_nothing(
     assert os.listdir(tmpdir_) == ["edcrm-spool"]  # nothing loose in TMPDIR
 
 
-def test_s3_saves_spool_there(s3_server, tmpdir_, opened):  # noqa: F811
+def test_s3_saves_spool_there(s3_server, tmpdir_, opened):
     storage = S3Storage(s3_server.create_bucket(), "p", endpoint_url=s3_server.endpoint_url)
     assert storage.save("a/b", io.BytesIO(b"streamed")) == 8
     assert opened == [("edcrm-s3-", str(spool.directory()))]

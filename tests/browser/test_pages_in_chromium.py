@@ -9,14 +9,11 @@ import hashlib
 import io
 import random
 
-import pytest
 import requests
 from playwright.sync_api import expect
 
 from tests.support.audio_samples import wav
 from tests.support.processes import wait_for
-
-pytestmark = pytest.mark.browser
 
 PHONE = {"width": 390, "height": 844}
 

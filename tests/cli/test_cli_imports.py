@@ -11,8 +11,7 @@ import sqlalchemy as sa
 from edcrm.cli import imports as imports_cli
 from edcrm.extensions import db
 from edcrm.models import Branch, ImportStatus, Lead, LeadImport, Role
-from tests.conftest import make_user
-from tests.routes.api.test_api_imports import (
+from tests.support.imports import (
     DUPLICATE_ROW,
     INVALID_ROW,
     SAMPLE_CSV,
@@ -20,6 +19,7 @@ from tests.routes.api.test_api_imports import (
     queued_messages,
     stored_files,
 )
+from tests.support.people import make_user
 
 
 @pytest.fixture

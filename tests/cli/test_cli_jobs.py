@@ -9,8 +9,8 @@ from edcrm.actors.maintenance import ping
 from edcrm.extensions import db
 from edcrm.models import Job, JobState, RecordingUpload, UploadStatus
 from edcrm.recordings import uploads
-from tests.routes.api.test_api_recordings import make_call_log
 from tests.support.audio_samples import wav
+from tests.support.recordings import make_call_log
 
 
 def state_of(app, job_id: str) -> JobState:

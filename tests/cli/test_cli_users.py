@@ -8,7 +8,7 @@ import pytest
 
 from edcrm.extensions import db
 from edcrm.models import Branch, Role, User
-from tests.conftest import make_user
+from tests.support.people import make_user
 
 
 def run(runner, *args):

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import requests
 
-from tests.hostile.conftest import Server, wait_until
 from tests.support.audio_samples import wav
+from tests.support.server import Server, wait_until
 
 
 def sha(data: bytes) -> str:

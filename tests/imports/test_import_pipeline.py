@@ -17,10 +17,10 @@ from edcrm.extensions import db
 from edcrm.imports import pipeline
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs.embedded import stop_worker
-from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport, Role
+from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport
 from edcrm.storage import get_storage
-from tests.conftest import make_user
 from tests.support.import_race import force_overlapping_batches
+from tests.support.jobs import run_jobs
 
 HEADER = ["Name", "Phone", "Email", "City"]
 ROWS = [
@@ -38,11 +38,6 @@ def csv_text(rows, header=HEADER, delimiter=",", newline="\r\n") -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
-
-
-@pytest.fixture
-def callers(branch):
-    return [make_user(branch, Role.TELECALLER, email=f"caller{n}@kochi.test") for n in (1, 2, 3)]
 
 
 def queue_import(branch, data: bytes, telecallers, filename="leads.csv") -> int:
@@ -75,16 +70,9 @@ def stub_worker(stub_broker):
         stop_worker(stub_broker, worker)
 
 
-def run_jobs(stub_broker, stub_worker) -> None:
-    if not stub_worker.consumers:
-        stub_worker.start()
-    stub_broker.join("csv_import", timeout=60_000, fail_fast=False)
-    stub_worker.join()
-
-
 def import_file(branch, data: bytes, telecallers, stub_broker, stub_worker) -> LeadImport:
     import_id = queue_import(branch, data, telecallers)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
     db.session.expire_all()
     return db.session.get(LeadImport, import_id)
 
@@ -335,7 +323,7 @@ def test_a_missing_required_column_cancels_naming_it_and_the_headers_found(
     data = csv_text([["Asha", "asha@example.com"]], header=["Student Name", "Email"]).encode()
     import_id = queue_import(branch, data, callers)
     key = db.session.get(LeadImport, import_id).storage_key
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
     db.session.expire_all()
     lead_import = db.session.get(LeadImport, import_id)
 
@@ -376,7 +364,7 @@ def test_a_missing_file_is_unrecoverable(app, branch, callers, stub_broker, stub
     import_id = queue_import(branch, csv_text(ROWS).encode(), callers)
     lead_import = db.session.get(LeadImport, import_id)
     get_storage().delete(lead_import.storage_key)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
     db.session.expire_all()
 
     assert lead_import.status == ImportStatus.CANCELLED
@@ -391,7 +379,7 @@ def test_a_deleted_import_is_unrecoverable(app, branch, callers, stub_broker, st
     job_id = lead_import.job_id
     db.session.delete(lead_import)
     db.session.commit()
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
 
     job = db.session.get(Job, job_id)
     assert job.state == JobState.CANCELLED
@@ -481,7 +469,7 @@ def test_two_overlapping_imports_of_one_branch_at_once_both_complete_without_a_r
     finds those phones taken and reports them as duplicates. No IntegrityError, no retry."""
     first, second = force_overlapping_batches(monkeypatch)
     ids = [queue_import(branch, csv_text(rows).encode(), callers) for rows in (first, second)]
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
     db.session.expire_all()
     imports = [db.session.get(LeadImport, i) for i in ids]
 
@@ -649,7 +637,7 @@ def test_the_file_outlives_every_failed_attempt_and_is_deleted_when_the_import_f
     monkeypatch.setattr(pipeline.BatchImporter, "commit_batch", broken)
     import_id = queue_import(branch, csv_text(ROWS).encode(), callers)
     key = db.session.get(LeadImport, import_id).storage_key
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import")
     db.session.expire_all()
     lead_import = db.session.get(LeadImport, import_id)
 

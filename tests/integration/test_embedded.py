@@ -21,8 +21,6 @@ from tests.support.processes import (
     wait_for_job,
 )
 
-pytestmark = pytest.mark.integration
-
 #: A process of the embedded mode that gets killed with a job half done: it starts the embedded workers,
 #: sends one ping and prints its id, then waits for its end. With "running", its ping never returns (so
 #: the kill lands mid-run); with "retrying", the ping fails and its retry waits out the backoff.

@@ -19,8 +19,6 @@ from tests.support.processes import (
     wait_for,
 )
 
-pytestmark = pytest.mark.integration
-
 ROWS = 3000  # enough for the command to see the import run, not only end
 
 

@@ -24,8 +24,6 @@ from edcrm.storage import get_storage
 from tests.support.import_race import force_overlapping_batches
 from tests.support.processes import fresh_postgres_database
 
-pytestmark = pytest.mark.integration
-
 #: PostgreSQL's limit on the parameters of one statement.
 MAX_PARAMETERS = 65_535
 

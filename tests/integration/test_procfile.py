@@ -3,7 +3,6 @@ scheduler come up, and a job sent from the CLI goes through them."""
 
 from __future__ import annotations
 
-import pytest
 import redis
 import sqlalchemy as sa
 
@@ -18,8 +17,6 @@ from tests.support.processes import (
     wait_for,
     wait_for_job,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def test_honcho_runs_every_process_of_the_procfile(postgres_url, redis_url, tmp_path):

@@ -17,7 +17,7 @@ from edcrm.jobs.broker import get_broker
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Job, JobError, JobState
 from edcrm.models.types import utcnow
-from tests.conftest import _empty_queues
+from tests.support.jobs import run_jobs
 
 # Test actors, declared like the application's own (same decorator, same broker).
 calls: dict[str, int] = {}
@@ -48,11 +48,6 @@ def fragile() -> None:
 def _reset():
     calls.clear()
     broken["flag"] = True
-
-
-def run_all(broker, worker) -> None:
-    broker.join("default", timeout=10_000, fail_fast=False)
-    worker.join()
 
 
 def job(job_id: str) -> Job:
@@ -90,7 +85,7 @@ def test_a_send_is_recorded_enqueued_before_any_worker_runs(app, stub_broker):
 def test_success(app, stub_broker, stub_worker):
     with app.app_context():
         message = ping.send()
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.SUCCEEDED
         assert row.attempts == 1
@@ -101,7 +96,7 @@ def test_success(app, stub_broker, stub_worker):
 def test_fail_then_succeed_keeps_the_error_of_the_failed_attempt(app, stub_broker, stub_worker):
     with app.app_context():
         message = flaky.send("a", 1)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.SUCCEEDED
         assert row.attempts == 2
@@ -112,7 +107,7 @@ def test_fail_then_succeed_keeps_the_error_of_the_failed_attempt(app, stub_broke
 def test_exhausted_retries_end_failed_after_one_plus_three_attempts(app, stub_broker, stub_worker):
     with app.app_context():
         message = ping.send(fail=True)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.FAILED
         assert row.attempts == 4
@@ -124,7 +119,7 @@ def test_exhausted_retries_end_failed_after_one_plus_three_attempts(app, stub_br
 def test_unrecoverable_is_cancelled_on_the_first_attempt(app, stub_broker, stub_worker):
     with app.app_context():
         message = gone.send(42)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.CANCELLED
         assert row.attempts == 1
@@ -136,7 +131,7 @@ def test_cancel_before_it_runs(app, stub_broker):
         message = flaky.send("never", 0)
         assert ledger.cancel(message.message_id).state is JobState.CANCELLED
         with worker_on(stub_broker) as worker:
-            run_all(stub_broker, worker)
+            run_jobs(stub_broker, worker)
         row = job(message.message_id)
         assert row.state is JobState.CANCELLED
         assert row.attempts == 0
@@ -156,7 +151,7 @@ def test_cancel_of_a_retrying_job_stops_its_retries(app, stub_broker, stub_worke
 def test_cancel_and_retry_refuse_the_wrong_states(app, stub_broker, stub_worker):
     with app.app_context():
         message = ping.send()
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         with pytest.raises(ledger.JobStateConflict, match="cannot cancel a succeeded job"):
             ledger.cancel(message.message_id)
         with pytest.raises(ledger.JobStateConflict, match="cannot retry a succeeded job"):
@@ -168,12 +163,12 @@ def test_cancel_and_retry_refuse_the_wrong_states(app, stub_broker, stub_worker)
 def test_manual_retry_of_a_failed_job_runs_it_again_under_the_same_id(app, stub_broker, stub_worker):
     with app.app_context():
         message = fragile.send()
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         assert job(message.message_id).state is JobState.FAILED
 
         broken["flag"] = False  # the operator fixed the cause
         assert ledger.retry(message.message_id).state is JobState.ENQUEUED
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.SUCCEEDED
         assert row.attempts == 5  # attempts keep counting across the manual retry, as in Oban
@@ -189,7 +184,7 @@ def test_retry_of_a_cancelled_job_whose_message_is_still_queued_runs_it_once(app
             message.message_id
         )  # the cancelled message is still in the queue, and a new one joins it
         with worker_on(stub_broker) as worker:
-            run_all(stub_broker, worker)
+            run_jobs(stub_broker, worker)
         assert calls["twice?"] == 1
         assert job(message.message_id).state is JobState.SUCCEEDED
 
@@ -197,9 +192,9 @@ def test_retry_of_a_cancelled_job_whose_message_is_still_queued_runs_it_once(app
 def test_a_duplicate_delivery_of_a_finished_job_is_skipped(app, stub_broker, stub_worker):
     with app.app_context():
         message = flaky.send("once", 0)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         stub_broker.enqueue(message)  # the broker delivers the same message again (at-least-once)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         assert calls["once"] == 1
         assert job(message.message_id).attempts == 1
 
@@ -242,7 +237,7 @@ def test_a_message_sent_without_the_ledger_is_recorded_when_it_runs(app, stub_br
         stub_broker.enqueue(message)
         assert job(message.message_id) is None
         with worker_on(stub_broker) as worker:
-            run_all(stub_broker, worker)
+            run_jobs(stub_broker, worker)
         row = job(message.message_id)
         assert (row.state, row.attempts) == (JobState.SUCCEEDED, 1)
 
@@ -253,7 +248,7 @@ def test_pending_jobs_are_sent_again_after_a_restart(app, stub_broker):
         stub_broker.flush_all()  # the in-memory broker died with the previous process
         assert sorted(ledger.resend_pending(stub_broker)) == sorted(left)
         with worker_on(stub_broker) as worker:
-            run_all(stub_broker, worker)
+            run_jobs(stub_broker, worker)
         assert all(job(job_id).state is JobState.SUCCEEDED for job_id in left)
         assert sorted(calls) == sorted(f"left-{n}" for n in range(3))
 
@@ -262,7 +257,7 @@ def test_a_periodic_run_that_comes_too_late_is_cancelled_with_a_reason(app, stub
     with app.app_context():
         late = (utcnow() - timedelta(hours=1)).isoformat()
         message = prune_jobs.send_with_options(scheduled_at=late)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         assert row.state is JobState.CANCELLED
         assert [e.error for e in row.errors] == ["Skipped: the message came too late to run"]
@@ -311,7 +306,7 @@ def test_the_pruner_actor_uses_the_configured_retention(app, stub_broker, stub_w
         )
         db.session.commit()
         message = prune_jobs.send()
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         assert job(message.message_id).state is JobState.SUCCEEDED
         assert job("3-days-ok") is None
         assert job("2-days-failed") is not None
@@ -338,42 +333,8 @@ def test_a_message_is_retried_not_run_while_the_ledger_cannot_claim_it(
     monkeypatch.setattr(ledger, "claim", claim_during_an_outage)
     with app.app_context():
         message = flaky.send("outage", 0)
-        run_all(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
         row = job(message.message_id)
         # The delivery during the outage did not run the actor; its retry did, once, on the record.
         assert calls["outage"] == 1
         assert (row.state, row.attempts, row.retries) == (JobState.SUCCEEDED, 1, 1)
-
-
-@pytest.mark.integration
-def test_the_ledger_carries_on_after_postgresql_drops_its_connections(pg_app, caplog):
-    """The ledger engine skips the pool's pre-ping: a connection closed under it (a database restart,
-    an idle timeout) must cost one retry of the statement, never a job's ledger row."""
-    broker = get_broker()
-    _empty_queues(broker)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    try:
-        with pg_app.app_context():
-            first = flaky.send("before", 0)
-            run_all(broker, worker)
-            assert job(first.message_id).state is JobState.SUCCEEDED
-
-            db.session.execute(
-                sa.text(
-                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                )
-            )
-            db.session.commit()
-
-            second = flaky.send("after", 1)  # one failure (an error row), then success
-            run_all(broker, worker)
-            row = job(second.message_id)
-            assert (row.state, row.attempts) == (JobState.SUCCEEDED, 2)
-            assert [error.error for error in row.errors] == ["RuntimeError: flaky failure 1"]
-            # Every ledger write went through (Dramatiq logs a middleware's failure and carries on).
-            assert not [r for r in caplog.records if r.name.startswith("dramatiq.broker")]
-    finally:
-        stop_worker(broker, worker)
-        _empty_queues(broker)

@@ -19,17 +19,12 @@ from edcrm.models import CallLog, Job, JobState, Recording, RecordingUpload, Rol
 from edcrm.models.recording import UploadReason
 from edcrm.recordings import finalize, uploads
 from edcrm.storage import get_storage
-from tests.conftest import make_user
-from tests.routes.api.test_api_recordings import make_call_log, storage_files
 from tests.support.audio_samples import amr, wav
-from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
+from tests.support.jobs import run_jobs
+from tests.support.people import make_user
+from tests.support.recordings import chunked, make_call_log, storage_files
 
 MIB = 1024 * 1024
-
-
-def run_jobs(stub_broker, stub_worker) -> None:
-    stub_broker.join("recordings", timeout=30_000, fail_fast=False)
-    stub_worker.join()
 
 
 def job(job_id: str) -> Job:
@@ -47,25 +42,13 @@ def call_log(branch, telecaller):
     return make_call_log(branch, telecaller)
 
 
-def chunked(telecaller, call_log, data: bytes, parts: int, *, order=None, **announced) -> RecordingUpload:
-    """A chunked upload of data in `parts` chunks, sent in `order` (default: backwards)."""
-    size = -(-len(data) // parts)
-    chunks = [data[i : i + size] for i in range(0, len(data), size)]
-    upload = uploads.create_session(
-        telecaller, call_log, filename="call.bin", expected_chunks=len(chunks), **announced
-    )
-    for index in order or reversed(range(len(chunks))):
-        uploads.store_chunk(upload, index, io.BytesIO(chunks[index]))
-    return upload
-
-
 def test_chunks_sent_out_of_order_become_a_byte_identical_recording(
     app, telecaller, call_log, stub_broker, stub_worker
 ):
     audio = amr(3.0)
     upload = chunked(telecaller, call_log, audio, 7, order=[3, 0, 6, 1, 5, 2, 4], total_size=len(audio))
     job_id = uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert job(job_id).state is JobState.SUCCEEDED
     recording = db.session.get(CallLog, call_log.id).recording
@@ -96,14 +79,14 @@ def test_a_second_run_of_the_same_upload_only_finishes_the_cleanup(
 
     monkeypatch.setattr(finalize, "remove_received", remove_failing_once)
     job_id = uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert (job(job_id).state, job(job_id).attempts) == (JobState.SUCCEEDED, 2)
     assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 1
     assert len(storage_files(app)) == 1
     # And one more delivery of the message (at least once): nothing changes.
     process_chunked_recording.send(upload.id)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar() == 1
 
 
@@ -124,7 +107,7 @@ def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
 ):
     upload = chunked(telecaller, call_log, data, 2, **announced)
     job_id = uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 1)
     failed = upload_of(upload.id)
@@ -138,7 +121,7 @@ def test_bytes_that_cannot_be_the_recording_fail_the_upload_without_retries(
 def test_an_unknown_upload_is_cancelled(app, stub_broker, stub_worker):
     with app.app_context():
         message = process_chunked_recording.send("f" * 32)
-        run_jobs(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker, "recordings")
         assert job(message.message_id).state is JobState.CANCELLED
         assert "does not exist" in job(message.message_id).errors[0].error
 
@@ -152,7 +135,7 @@ def test_a_deleted_call_log_cancels_the_job_and_removes_the_chunks(
     db.session.delete(db.session.get(CallLog, call_log.id))
     db.session.commit()
     stub_worker.resume()
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert job(job_id).state is JobState.CANCELLED
     assert upload_of(upload.id).status is UploadStatus.CANCELLED
@@ -177,7 +160,7 @@ def test_a_call_log_deleted_while_its_recording_is_stored_leaves_nothing_behind(
     monkeypatch.setattr(storage, "assemble", store_then_delete_call_log)
     upload = chunked(telecaller, call_log, wav(0.5), 2)
     job_id = uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert (job(job_id).state, job(job_id).attempts) == (JobState.CANCELLED, 2)
     assert upload_of(upload.id).status is UploadStatus.CANCELLED
@@ -189,7 +172,7 @@ def test_a_lost_chunk_cancels_the_job(app, telecaller, call_log, stub_broker, st
     upload = chunked(telecaller, call_log, wav(0.5), 3)
     job_id = uploads.complete(upload)
     get_storage().delete(upload.chunk_key(1))
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert job(job_id).state is JobState.CANCELLED
     assert upload_of(upload.id).error == UploadReason.GONE
@@ -199,7 +182,7 @@ def test_a_lost_chunk_cancels_the_job(app, telecaller, call_log, stub_broker, st
 def test_a_one_shot_upload_becomes_the_recording(app, telecaller, call_log, stub_broker, stub_worker):
     audio = wav(1.5)
     job_id = uploads.start_single_upload(telecaller, call_log, io.BytesIO(audio), "x.wav")
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     assert job(job_id).state is JobState.SUCCEEDED
     recording = db.session.get(CallLog, call_log.id).recording
     assert (recording.size, recording.duration_seconds) == (len(audio), 1.5)
@@ -218,7 +201,7 @@ def test_chunks_as_large_as_the_limit_are_streamed_not_held_whole(
 
     tracemalloc.start()
     try:
-        run_jobs(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker, "recordings")
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -234,7 +217,7 @@ def test_every_recording_of_a_call_is_kept_and_the_latest_is_its_recording(
 ):
     for seconds in (1.0, 2.0):
         uploads.start_single_upload(telecaller, call_log, io.BytesIO(wav(seconds)), "x.wav")
-        run_jobs(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker, "recordings")
     assert db.session.get(CallLog, call_log.id).recording.duration_seconds == 2.0
     other = make_call_log(branch, make_user(branch, Role.TELECALLER))
     assert db.session.get(CallLog, other.id).recording is None
@@ -244,14 +227,14 @@ def test_every_recording_of_a_call_is_kept_and_the_latest_is_its_recording(
 
 
 @pytest.fixture
-def s3_app(app, s3_server):  # noqa: F811
+def s3_app(app, s3_server):
     bucket = s3_server.create_bucket()
     app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
     app.extensions.pop("edcrm.storage", None)
     return app
 
 
-def s3_keys(s3_server, app) -> list[str]:  # noqa: F811
+def s3_keys(s3_server, app) -> list[str]:
     bucket = app.config["STORAGE_URL"].removeprefix("s3://").split("/", 1)[0]
     listed = s3_server.client().list_objects_v2(Bucket=bucket)
     return sorted(item["Key"] for item in listed.get("Contents", []))
@@ -259,7 +242,7 @@ def s3_keys(s3_server, app) -> list[str]:  # noqa: F811
 
 def test_on_s3_small_chunks_are_gathered_into_a_multipart_recording(
     s3_app,
-    s3_server,  # noqa: F811
+    s3_server,
     telecaller,
     call_log,
     stub_broker,
@@ -270,7 +253,7 @@ def test_on_s3_small_chunks_are_gathered_into_a_multipart_recording(
     audio = wav(1.0) + bytes(20 * MIB)
     upload = chunked(telecaller, call_log, audio, 20)
     job_id = uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     assert job(job_id).state is JobState.SUCCEEDED
     recording = db.session.get(CallLog, call_log.id).recording
@@ -285,7 +268,7 @@ def test_on_s3_small_chunks_are_gathered_into_a_multipart_recording(
 
 def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
     s3_app,
-    s3_server,  # noqa: F811
+    s3_server,
     telecaller,
     call_log,
     stub_broker,
@@ -298,7 +281,7 @@ def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
 
     with s3_server.stopped():
         job_id = uploads.complete(upload)
-        run_jobs(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker, "recordings")
         down = job(job_id)
         # Retried with backoff until its retries ran out, then failed: the upload says why.
         assert (down.state, down.attempts) == (JobState.FAILED, 4)
@@ -308,7 +291,7 @@ def test_an_s3_outage_during_finalize_is_retried_and_loses_nothing(
 
     assert s3_keys(s3_server, s3_app) == chunk_keys  # every chunk is still there
     ledger.retry(job_id)  # the operator, once S3 is back
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     assert job(job_id).state is JobState.SUCCEEDED
     recording = db.session.get(CallLog, call_log.id).recording
     with get_storage().open(recording.storage_key) as stored:
@@ -325,7 +308,7 @@ def wait_for(predicate, timeout: float = 15.0) -> None:
 
 def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
     s3_app,
-    s3_server,  # noqa: F811
+    s3_server,
     telecaller,
     call_log,
     stub_broker,
@@ -353,7 +336,7 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
     assert s3_keys(s3_server, s3_app) == chunk_keys  # S3 is back, the retry not yet run: all kept
 
     stub_worker.resume()
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     done = job(job_id)
     assert (done.state, done.attempts) == (JobState.SUCCEEDED, 2)
     recording = db.session.get(CallLog, call_log.id).recording
@@ -365,7 +348,7 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
 
 def test_cancelling_a_retrying_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(
     s3_app,
-    s3_server,  # noqa: F811
+    s3_server,
     telecaller,
     call_log,
     stub_broker,

@@ -12,7 +12,7 @@ from edcrm.extensions import db
 from edcrm.models import Job, JobState, RecordingChunk, RecordingUpload, UploadStatus
 from edcrm.models.types import utcnow
 from edcrm.recordings import uploads
-from tests.routes.api.test_api_recordings import make_call_log, storage_files
+from tests.support.recordings import make_call_log, storage_files
 
 
 def open_upload(branch, telecaller, *, chunks: int, idle_hours: float, status=UploadStatus.RECEIVING):

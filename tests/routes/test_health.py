@@ -6,7 +6,7 @@ import pytest
 
 from edcrm import create_app
 from edcrm.extensions import db
-from tests.support.s3_server import free_port, s3_server  # noqa: F401  (the fixture)
+from tests.support.s3_server import free_port
 
 ALL_OK = {"database": "ok", "broker": "ok", "storage": "ok"}
 
@@ -77,7 +77,7 @@ def test_unsupported_storage_url(make_client):
     assert response.get_json()["storage"] == "down: ConfigError"
 
 
-def test_s3_storage_up_then_down(make_client, s3_server):  # noqa: F811
+def test_s3_storage_up_then_down(make_client, s3_server):
     bucket = s3_server.create_bucket()
     client = make_client(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
     assert client.get("/healthz").get_json() == ALL_OK
@@ -92,7 +92,7 @@ def test_s3_storage_up_then_down(make_client, s3_server):  # noqa: F811
     assert client.get("/healthz").status_code == 200  # back with the endpoint
 
 
-def test_s3_bucket_missing(make_client, s3_server):  # noqa: F811
+def test_s3_bucket_missing(make_client, s3_server):
     client = make_client(STORAGE_URL="s3://edcrm-no-such-bucket", S3_ENDPOINT_URL=s3_server.endpoint_url)
     response = client.get("/healthz")
     assert response.status_code == 503

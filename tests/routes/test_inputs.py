@@ -23,13 +23,11 @@ from edcrm.routes.api.pagination import (
     encode_job_cursor,
 )
 from edcrm.routes.limits import MAX_HEADER_BYTES, MAX_URL_BYTES
-from tests.conftest import bearer, make_user
-from tests.routes.api.test_api_imports import SAMPLE_CSV
-from tests.routes.web import test_pages_imports
-from tests.routes.web.test_pages_imports import PASSWORD, flashes, imports_in, upload
+from tests.support.imports import SAMPLE_CSV, imports_in, upload
+from tests.support.pages import flashes
+from tests.support.people import PASSWORD, bearer, make_user
 
 MAX_ID = 2**31 - 1
-people = test_pages_imports.people  # the fixture: Kochi's admin and telecallers, signing in with PASSWORD
 FULL_WIDTH = {ord("0") + digit: 0xFF10 + digit for digit in range(10)}  # "1" -> "\uff11"
 
 

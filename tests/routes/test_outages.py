@@ -21,13 +21,13 @@ from edcrm.recordings import uploads
 from edcrm.routes.errors import RETRY_AFTER_S
 from edcrm.storage import S3Storage
 from edcrm.storage.base import StorageUnavailable
-from tests.conftest import bearer, make_user
-from tests.recordings.test_finalize import chunked, run_jobs
-from tests.routes.api.test_api_imports import SAMPLE_CSV
-from tests.routes.api.test_api_recordings import make_call_log, storage_files, wav_bytes
-from tests.support.s3_server import free_port, s3_server  # noqa: F401  (the fixture)
-
-PASSWORD = "secret-password"
+from tests.support.audio_samples import wav
+from tests.support.imports import SAMPLE_CSV
+from tests.support.jobs import run_jobs
+from tests.support.pages import text
+from tests.support.people import PASSWORD, bearer, make_user
+from tests.support.recordings import chunked, make_call_log, storage_files
+from tests.support.s3_server import free_port
 
 
 @pytest.fixture
@@ -52,15 +52,11 @@ def assert_unavailable(response, code: str) -> None:
     assert error["code"] == code and "try again" in error["message"]
 
 
-def text(response) -> str:
-    return response.get_data(as_text=True)
-
-
 # -- storage ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture
-def s3_down(app, s3_server):  # noqa: F811
+def s3_down(app, s3_server):
     """The app's storage is a bucket of moto's S3 server; `s3_down.stopped()` takes it down."""
     bucket = s3_server.create_bucket()
     app.extensions["edcrm.storage"] = S3Storage(
@@ -86,7 +82,7 @@ def test_with_s3_down_every_upload_is_503_and_nothing_is_kept(
         )
         one_shot = client.post(
             f"/api/call-logs/{call_log.id}/recording",
-            data={"file": (io.BytesIO(wav_bytes()), "call.wav")},
+            data={"file": (io.BytesIO(wav()), "call.wav")},
             headers=telecaller,
         )
         health = client.get("/healthz")
@@ -202,7 +198,7 @@ def test_a_signed_in_users_page_with_the_database_gone_is_a_503_page(app, client
 def test_with_the_broker_down_complete_is_503_with_retry_after_and_can_be_sent_again(
     client, callers, call_log, stub_broker, monkeypatch
 ):
-    upload = chunked(callers[0], call_log, wav_bytes(), 1)
+    upload = chunked(callers[0], call_log, wav(), 1)
 
     def down(message, *, delay=None):
         stub_broker.emit_before("enqueue", message, delay)  # the ledger writes its row, as on Redis
@@ -278,7 +274,7 @@ def test_a_file_that_is_not_audio_is_told_in_plain_words(
 ):
     upload = chunked(callers[0], call_log, b"plain text, not audio" * 100, 2)
     uploads.complete(upload)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     error = upload_error(client, callers[0], upload.id)
     assert error == UploadReason.UNUSABLE and not LEAKS.search(error)
@@ -294,10 +290,10 @@ def test_an_s3_outage_that_outlasts_the_retries_is_told_in_plain_words(
     stub_broker,
     stub_worker,
 ):
-    upload = chunked(callers[0], call_log, wav_bytes(), 2)
+    upload = chunked(callers[0], call_log, wav(), 2)
     with s3_down.stopped():
         uploads.complete(upload)
-        run_jobs(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker, "recordings")
 
     error = upload_error(client, callers[0], upload.id)
     assert error == UploadReason.SERVER and not LEAKS.search(error)
@@ -333,7 +329,7 @@ def test_with_the_broker_down_a_one_shot_upload_is_503_and_keeps_nothing(
     monkeypatch.setattr(stub_broker, "enqueue", down)
     response = client.post(
         f"/api/call-logs/{call_log.id}/recording",
-        data={"file": (io.BytesIO(wav_bytes()), "call.wav")},
+        data={"file": (io.BytesIO(wav()), "call.wav")},
         headers=bearer(callers[0]),
     )
 

@@ -13,7 +13,6 @@ import pytest
 
 from edcrm.storage import LocalStorage, ObjectNotFound, S3Storage
 from edcrm.storage import s3 as s3_module
-from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
 
 MIB = 1024 * 1024
 
@@ -76,7 +75,7 @@ def test_a_refused_check_stores_nothing(storage, spool):
 
 
 @pytest.fixture
-def s3(s3_server):  # noqa: F811
+def s3(s3_server):
     return S3Storage(
         s3_server.create_bucket(), "edcrm", endpoint_url=s3_server.endpoint_url, region="us-east-1"
     )

@@ -13,18 +13,17 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from edcrm.storage import InvalidKey, ObjectNotFound, S3Storage, get_storage
 from edcrm.storage.base import StorageUnavailable
-from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
 
 MIB = 1024 * 1024
 
 
 @pytest.fixture
-def bucket(s3_server):  # noqa: F811
+def bucket(s3_server):
     return s3_server.create_bucket()
 
 
 @pytest.fixture
-def storage(s3_server, bucket):  # noqa: F811
+def storage(s3_server, bucket):
     return S3Storage(bucket, "edcrm/test", endpoint_url=s3_server.endpoint_url, region="us-east-1")
 
 
@@ -55,7 +54,7 @@ class Trickle:
         return self.data.read(min(size, 1000))
 
 
-def test_round_trip(storage, s3_server, bucket):  # noqa: F811
+def test_round_trip(storage, s3_server, bucket):
     data = os.urandom(MIB + 5)
     assert storage.save("recordings/7/call.m4a", io.BytesIO(data)) == len(data)
 
@@ -83,7 +82,7 @@ def test_save_replaces(storage):
     assert storage.open("k").read() == b"second"
 
 
-def test_a_large_object_goes_up_in_parts(s3_server, bucket):  # noqa: F811
+def test_a_large_object_goes_up_in_parts(s3_server, bucket):
     # 5 MiB parts (S3's minimum) for an 11 MiB stream: three parts.
     small_parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB, max_concurrency=2)
     storage = S3Storage(bucket, endpoint_url=s3_server.endpoint_url, transfer_config=small_parts)
@@ -100,7 +99,7 @@ def test_a_large_object_goes_up_in_parts(s3_server, bucket):  # noqa: F811
     assert digest.hexdigest() == expected
 
 
-def test_short_reads_still_make_full_parts(s3_server, bucket):  # noqa: F811
+def test_short_reads_still_make_full_parts(s3_server, bucket):
     small_parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     storage = S3Storage(bucket, endpoint_url=s3_server.endpoint_url, transfer_config=small_parts)
     data = os.urandom(11 * MIB)
@@ -112,7 +111,7 @@ def test_short_reads_still_make_full_parts(s3_server, bucket):  # noqa: F811
     assert head["PartsCount"] == 3
 
 
-def test_a_failed_upload_leaves_no_object(s3_server, bucket):  # noqa: F811
+def test_a_failed_upload_leaves_no_object(s3_server, bucket):
     small_parts = TransferConfig(multipart_threshold=5 * MIB, multipart_chunksize=5 * MIB)
     storage = S3Storage(bucket, endpoint_url=s3_server.endpoint_url, transfer_config=small_parts)
 
@@ -146,7 +145,7 @@ def test_presigned_url_expiry_is_bounded(storage):
         storage.url_for_download("k", 8 * 24 * 3600)
 
 
-def test_bad_keys_are_refused_before_any_request(storage, s3_server):  # noqa: F811
+def test_bad_keys_are_refused_before_any_request(storage, s3_server):
     with s3_server.stopped():  # nothing may reach the server
         for key in ["../x", "/abs", "a//b", "a\\b", "a\x00b", ""]:
             for attempt in (
@@ -161,7 +160,7 @@ def test_bad_keys_are_refused_before_any_request(storage, s3_server):  # noqa: F
                     attempt()
 
 
-def test_check(storage, s3_server):  # noqa: F811
+def test_check(storage, s3_server):
     storage.check()
 
     with s3_server.stopped(), pytest.raises(StorageUnavailable) as raised:  # connection refused
@@ -171,20 +170,20 @@ def test_check(storage, s3_server):  # noqa: F811
     storage.check()  # the endpoint is back
 
 
-def test_check_fails_for_a_missing_bucket(s3_server):  # noqa: F811
+def test_check_fails_for_a_missing_bucket(s3_server):
     storage = S3Storage("no-such-bucket-here", endpoint_url=s3_server.endpoint_url)
     with pytest.raises(ClientError):
         storage.check()
 
 
-def test_objects_survive_an_outage(storage, s3_server):  # noqa: F811
+def test_objects_survive_an_outage(storage, s3_server):
     storage.save("kept", io.BytesIO(b"data"))
     with s3_server.stopped(), pytest.raises(StorageUnavailable):
         storage.save("later", io.BytesIO(b"x"))
     assert storage.open("kept").read() == b"data"
 
 
-def test_get_storage_reads_the_apps_configuration(app, s3_server, bucket):  # noqa: F811
+def test_get_storage_reads_the_apps_configuration(app, s3_server, bucket):
     app.config.update(STORAGE_URL=f"s3://{bucket}/files", S3_ENDPOINT_URL=s3_server.endpoint_url)
     with app.app_context():
         storage = get_storage()
@@ -196,7 +195,7 @@ def test_get_storage_reads_the_apps_configuration(app, s3_server, bucket):  # no
     assert head["ContentLength"] == 5
 
 
-def test_delete_many_removes_every_key_in_batches(storage, s3_server, bucket, monkeypatch):  # noqa: F811
+def test_delete_many_removes_every_key_in_batches(storage, s3_server, bucket, monkeypatch):
     monkeypatch.setattr("edcrm.storage.s3.DELETE_BATCH", 2)
     keys = [f"uploads/u/chunks/{index:05d}" for index in range(5)]
     for key in [*keys, "uploads/other/kept"]:
@@ -219,7 +218,7 @@ def test_delete_many_refuses_a_key_that_could_escape(storage):
 # -- outages: every operation says StorageUnavailable, whatever botocore raised ----------------------------
 
 
-def test_every_operation_raises_storage_unavailable_while_s3_is_down(storage, s3_server, tmp_path):  # noqa: F811
+def test_every_operation_raises_storage_unavailable_while_s3_is_down(storage, s3_server, tmp_path):
     storage.save("kept", io.BytesIO(b"data"))
     spool = tmp_path / "spool"
     spool.write_bytes(b"x" * 100)

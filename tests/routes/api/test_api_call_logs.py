@@ -2,27 +2,12 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from edcrm.extensions import db
-from edcrm.models import Branch, CallLog, CallOutcome, Lead, Role
-from tests.conftest import bearer, make_user
-
-_phones = itertools.count(8_000_000_000)
-
-
-def make_lead(branch: Branch, telecaller=None) -> Lead:
-    lead = Lead(
-        branch_id=branch.id,
-        telecaller_id=telecaller.id if telecaller else None,
-        student_name="Student",
-        phone_number=f"+91{next(_phones)}",
-    )
-    db.session.add(lead)
-    db.session.commit()
-    return lead
+from edcrm.models import CallLog, CallOutcome, Role
+from tests.support.leads import make_lead
+from tests.support.people import bearer, make_user
 
 
 @pytest.fixture
@@ -195,32 +180,3 @@ def test_reading_a_call_log_needs_a_token(client, telecaller, lead):
     db.session.commit()
 
     assert client.get(f"/api/call-logs/{call_log.id}").status_code == 401
-
-
-# -- on PostgreSQL ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.integration
-def test_ids_beyond_the_integer_columns_are_404_on_postgresql(pg_app):
-    """PostgreSQL refuses to compare an INTEGER id with a bigger number: that must not be a 500."""
-    with pg_app.app_context():
-        branch = Branch(name="Kochi")
-        db.session.add(branch)
-        db.session.commit()
-        telecaller = make_user(branch)
-        lead = make_lead(branch, telecaller)
-        headers = bearer(telecaller)
-        client = pg_app.test_client()
-
-        body = {"lead_id": 2**31, "outcome": "busy", "duration_seconds": 1}
-        assert client.post("/api/call-logs", json=body, headers=headers).status_code == 422
-        assert client.get(f"/api/call-logs/{2**31}", headers=headers).status_code == 404
-        assert (
-            client.get("/api/leads?cursor=eyJhZnRlciI6MTA5OTUxMTYyNzc3Nn0", headers=headers).status_code
-            == 422
-        )
-
-        body = {"lead_id": lead.id, "outcome": "invalid_number", "duration_seconds": 86_400}
-        created = client.post("/api/call-logs", json=body, headers=headers)
-        assert created.status_code == 201
-        assert client.get(f"/api/call-logs/{created.get_json()['id']}", headers=headers).status_code == 200

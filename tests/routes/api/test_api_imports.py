@@ -7,7 +7,6 @@ import io
 from pathlib import Path
 from types import SimpleNamespace
 
-import dramatiq
 import pytest
 import sqlalchemy as sa
 from jsonschema import Draft202012Validator
@@ -16,64 +15,29 @@ from edcrm.extensions import db
 from edcrm.imports import upload as upload_module
 from edcrm.models import ImportStatus, Job, Lead, LeadImport, Role
 from edcrm.storage import BLOCK_SIZE, S3Storage
-from tests.conftest import bearer, make_user
-from tests.support.s3_server import s3_server  # noqa: F401  (the fixture)
-
-HEADER = "name,phone,email,city\n"
-VALID_ROWS = [
-    "Asha Nair,9847012301,asha@example.com,Kochi",
-    "Rahul Menon,+91 98470 12302,,Thrissur",
-    "Fathima K,098470-12303,fathima@example.com,Kochi",
-    "Arjun Das,9847012304,,Aluva",
-    "Meera Pillai,9847012305,meera@example.com,Kochi",
-    "Joseph T,9847012306,,Ernakulam",
-]
-INVALID_ROW = "Nobody,12345,not-an-email,Kochi"  # row 8 of the file
-DUPLICATE_ROW = "Rahul Again,9847012302,,Kochi"  # row 9: row 3's phone
-
-
-def csv_bytes(rows=VALID_ROWS, header=HEADER) -> bytes:
-    return (header + "".join(row + "\n" for row in rows)).encode()
-
-
-SAMPLE_CSV = csv_bytes([*VALID_ROWS, INVALID_ROW, DUPLICATE_ROW])
-
-
-def stored_files(app) -> list[Path]:
-    root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
-    return [path for path in root.rglob("*") if path.is_file()] if root.exists() else []
+from tests.support.imports import (
+    DUPLICATE_ROW,
+    HEADER,
+    INVALID_ROW,
+    SAMPLE_CSV,
+    VALID_ROWS,
+    csv_bytes,
+    form_body,
+    post_import,
+    queued_messages,
+    stored_files,
+)
+from tests.support.jobs import run_jobs
+from tests.support.people import bearer, make_user
 
 
 def import_count() -> int:
     return db.session.execute(sa.select(sa.func.count(LeadImport.id))).scalar_one()
 
 
-def post_import(client, user, data: bytes = SAMPLE_CSV, telecaller_ids=(), filename="leads.csv", **form):
-    body = {"telecaller_ids": [str(i) for i in telecaller_ids], **form}
-    if data is not None:
-        body["file"] = (io.BytesIO(data), filename)
-    return client.post("/api/imports", data=body, headers=bearer(user), content_type="multipart/form-data")
-
-
 def error_of(response, status: int) -> dict:
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()["error"]
-
-
-@pytest.fixture
-def callers(branch):
-    """Three active telecallers of the admin's branch (Kochi)."""
-    return [make_user(branch, Role.TELECALLER, email=f"caller{n}@kochi.test") for n in (1, 2, 3)]
-
-
-def queued_messages(stub_broker) -> list[dramatiq.Message]:
-    return [dramatiq.Message.decode(data) for data in stub_broker.queues["csv_import"].queue]
-
-
-def run_jobs(stub_broker, stub_worker) -> None:
-    stub_broker.join("csv_import", fail_fast=True)
-    stub_worker.join()
-    db.session.expire_all()
 
 
 # -- uploading -----------------------------------------------------------------------------------------------
@@ -107,7 +71,7 @@ def test_an_upload_is_stored_and_queued_before_any_worker_runs(app, client, admi
 def test_an_upload_becomes_leads_shared_round_robin(app, client, admin, callers, stub_broker, stub_worker):
     response = post_import(client, admin, telecaller_ids=[c.id for c in callers])
     import_id = response.get_json()["id"]
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
 
     body = client.get(f"/api/imports/{import_id}", headers=bearer(admin)).get_json()
     assert body["status"] == "completed"
@@ -371,7 +335,7 @@ def test_the_answers_match_the_openapi_document(client, admin, callers, stub_bro
     created = post_import(client, admin, telecaller_ids=[c.id for c in callers])
     check("ImportQueued", created.get_json())
     check("Import", client.get(f"/api/imports/{created.get_json()['id']}", headers=bearer(admin)).get_json())
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
     check("Import", client.get(f"/api/imports/{created.get_json()['id']}", headers=bearer(admin)).get_json())
     check("ImportList", client.get("/api/imports", headers=bearer(admin)).get_json())
     check("Error", post_import(client, admin, data=None, telecaller_ids=[]).get_json())
@@ -379,7 +343,7 @@ def test_the_answers_match_the_openapi_document(client, admin, callers, stub_bro
 
 def test_the_error_report_downloads_as_csv(client, admin, callers, stub_broker, stub_worker):
     import_id = post_import(client, admin, telecaller_ids=[c.id for c in callers]).get_json()["id"]
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
 
     response = client.get(f"/api/imports/{import_id}/errors.csv", headers=bearer(admin))
 
@@ -397,7 +361,7 @@ def test_the_error_report_downloads_as_csv(client, admin, callers, stub_broker, 
 
 
 @pytest.fixture
-def s3_storage(app, s3_server):  # noqa: F811
+def s3_storage(app, s3_server):
     """The app's storage is a bucket of moto's S3 server, over HTTP."""
     bucket = s3_server.create_bucket()
     storage = S3Storage(bucket, "edcrm", endpoint_url=s3_server.endpoint_url, region="us-east-1")
@@ -444,14 +408,6 @@ def test_a_form_of_too_many_fields_is_413_saying_so(client, admin, callers):
 
 
 # -- hostile bodies ----------------------------------------------------------------------------------------
-
-
-def form_body(fields: dict) -> tuple[bytes, str]:
-    """A form's body and Content-Type, as a client sends them."""
-    from werkzeug.test import EnvironBuilder
-
-    environ = EnvironBuilder(method="POST", data=fields).get_environ()
-    return environ["wsgi.input"].read(), environ["CONTENT_TYPE"]
 
 
 def test_a_csv_shorter_than_its_content_length_is_400_and_nothing_is_kept(

@@ -10,48 +10,20 @@ import pytest
 
 from edcrm.actors.maintenance import ping
 from edcrm.extensions import db
-from edcrm.jobs import actor
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import ImportStatus, Job, JobState, LeadImport, Role
 from edcrm.recordings import uploads
-from tests.conftest import bearer, make_user
-from tests.routes.api.test_api_imports import SAMPLE_CSV, callers, post_import, run_jobs, stored_files  # noqa: F401
-from tests.routes.api.test_api_recordings import make_call_log, wav_bytes
-from tests.routes.api.test_openapi import check
-
-outcomes: dict[str, int] = {}
-
-
-@actor(queue_name="default")
-def api_jobs_flaky(key: str, failures: int) -> None:
-    """Fails `failures` times, then succeeds."""
-    outcomes[key] = outcomes.get(key, 0) + 1
-    if outcomes[key] <= failures:
-        raise RuntimeError(f"flaky failure {outcomes[key]} of {key}")
+from tests.support.audio_samples import wav
+from tests.support.imports import SAMPLE_CSV, post_import, stored_files
+from tests.support.jobs import outcomes, run_jobs, send
+from tests.support.openapi import check
+from tests.support.people import bearer, make_user
+from tests.support.recordings import make_call_log
 
 
 @pytest.fixture(autouse=True)
 def _reset():
     outcomes.clear()
-
-
-def send(branch_id, key="k", failures=0, queue_name=None):
-    """A job of branch_id (the way imports and recordings file theirs: a branch_id message option)."""
-    options = {"branch_id": branch_id}
-    if queue_name:
-        message = api_jobs_flaky.message_with_options(args=(key, failures), **options)
-        message = message.copy(queue_name=queue_name)
-        api_jobs_flaky.broker.declare_queue(queue_name)
-        api_jobs_flaky.broker.enqueue(message)
-        return message.message_id
-    return api_jobs_flaky.send_with_options(args=(key, failures), **options).message_id
-
-
-def drain(stub_broker, stub_worker, *queues):
-    for name in queues or ("default",):
-        stub_broker.join(name, fail_fast=False)
-    stub_worker.join()
-    db.session.expire_all()
 
 
 def listed(client, user, **params):
@@ -111,7 +83,7 @@ def test_filters_narrow_the_list_and_the_counts_follow_them(client, admin, stub_
     ok, bad = send(admin.branch_id, "ok"), send(admin.branch_id, "bad", failures=10)
     pending = send(admin.branch_id, "later", queue_name="csv_import")
     ping.send()
-    drain(stub_broker, default_worker)
+    run_jobs(stub_broker, default_worker)
 
     failed = listed(client, admin, state="failed")
     assert [item["id"] for item in failed["items"]] == [bad]
@@ -168,7 +140,7 @@ def test_a_failed_job_shows_every_attempts_error_and_a_retry_runs_it_to_success(
     client, admin, stub_broker, stub_worker
 ):
     job_id = send(admin.branch_id, "four", failures=4)  # 4 attempts fail (1 + 3 retries), the 5th works
-    drain(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker)
     job = client.get(f"/api/jobs/{job_id}", headers=bearer(admin)).get_json()
     assert job["state"] == "failed" and job["attempts"] == 4 and job["max_retries"] == 3
     assert [error["attempt"] for error in job["errors"]] == [1, 2, 3, 4]
@@ -179,7 +151,7 @@ def test_a_failed_job_shows_every_attempts_error_and_a_retry_runs_it_to_success(
     response = client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin))
     assert response.status_code == 202
     assert response.get_json()["state"] == "enqueued"
-    drain(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker)
     job = client.get(f"/api/jobs/{job_id}", headers=bearer(admin)).get_json()
     assert job["state"] == "succeeded" and job["attempts"] == 5
     assert outcomes["four"] == 5
@@ -196,7 +168,7 @@ def test_a_cancelled_job_never_runs_and_cannot_be_cancelled_again(client, admin,
     stub_worker = dramatiq.Worker(stub_broker, worker_timeout=50)
     stub_worker.start()
     try:
-        drain(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
     finally:
         stop_worker(stub_broker, stub_worker)
     assert "never" not in outcomes
@@ -214,13 +186,13 @@ def test_retry_all_failed_retries_the_filters_failed_jobs_only(
     default_failed = [send(admin.branch_id, f"d{n}", failures=4) for n in range(2)]
     other_queue_failed = send(admin.branch_id, "q", failures=4, queue_name="csv_import")
     theirs = send(other_branch.id, "theirs", failures=4)
-    drain(stub_broker, stub_worker, "default", "csv_import")
+    run_jobs(stub_broker, stub_worker, "default", "csv_import")
     assert all(db.session.get(Job, i).state is JobState.FAILED for i in [*default_failed, theirs])
 
     response = client.post("/api/jobs/retry-failed", json={"queue": "default"}, headers=bearer(admin))
     assert response.status_code == 202
     assert sorted(response.get_json()["job_ids"]) == sorted(default_failed)
-    drain(stub_broker, stub_worker, "default", "csv_import")
+    run_jobs(stub_broker, stub_worker, "default", "csv_import")
     assert all(db.session.get(Job, i).state is JobState.SUCCEEDED for i in default_failed)
     assert db.session.get(Job, other_queue_failed).state is JobState.FAILED
     assert db.session.get(Job, theirs).state is JobState.FAILED  # another branch's: untouched
@@ -233,7 +205,7 @@ def test_a_retry_while_the_broker_is_down_is_a_503_and_leaves_the_job_failed(
     client, admin, stub_broker, stub_worker, monkeypatch
 ):
     job_id = send(admin.branch_id, "f", failures=4)
-    drain(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker)
 
     def refuse(message, *, delay=None):
         raise ConnectionError("redis is down")
@@ -249,13 +221,13 @@ def test_a_retry_while_the_broker_is_down_is_a_503_and_leaves_the_job_failed(
 def test_an_import_files_its_job_under_the_branch_and_links_the_import(
     client,
     admin,
-    callers,  # noqa: F811
+    callers,
     other_branch,
     stub_broker,
     stub_worker,
 ):
     created = post_import(client, admin, SAMPLE_CSV, [c.id for c in callers]).get_json()
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
     job = client.get(f"/api/jobs/{created['job_id']}", headers=bearer(admin)).get_json()
     assert job["actor"] == "import_leads" and job["state"] == "succeeded"
     assert job["branch_id"] == admin.branch_id
@@ -267,7 +239,7 @@ def test_an_import_files_its_job_under_the_branch_and_links_the_import(
 def test_the_answers_have_the_documented_shapes(client, admin, stub_broker, stub_worker):
     document = client.get("/api/openapi.json").get_json()
     job_id = send(admin.branch_id, "shape", failures=4)
-    drain(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker)
     check(document, "JobList", listed(client, admin))
     check(document, "Job", client.get(f"/api/jobs/{job_id}", headers=bearer(admin)).get_json())
     check(document, "Job", client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin)).get_json())
@@ -280,7 +252,7 @@ def test_cancelling_a_recording_job_ends_its_upload_and_a_retry_still_makes_the_
 ):
     """The job is cancelled before any worker ran it: the upload says so at once (it no longer waits
     for a job that will not come), its chunks are kept, and a retry of the job makes the recording."""
-    audio = wav_bytes(1.0)
+    audio = wav(1.0)
     upload = uploads.create_session(
         telecaller, make_call_log(admin.branch, telecaller), filename="call.wav", expected_chunks=2
     )
@@ -301,7 +273,7 @@ def test_cancelling_a_recording_job_ends_its_upload_and_a_retry_still_makes_the_
     worker.start()
     try:
         assert client.post(f"/api/jobs/{job_id}/retry", headers=bearer(admin)).status_code == 202
-        drain(stub_broker, worker, "recordings")
+        run_jobs(stub_broker, worker, "recordings")
     finally:
         stop_worker(stub_broker, worker)
     done = client.get(status, headers=bearer(telecaller)).get_json()
@@ -317,7 +289,7 @@ def cancelled_import_job(app, client, admin, telecallers, stub_broker) -> tuple[
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)  # only now: the job must find no file
     worker.start()
     try:
-        drain(stub_broker, worker, "csv_import")
+        run_jobs(stub_broker, worker, "csv_import")
     finally:
         stop_worker(stub_broker, worker)
     assert db.session.get(LeadImport, created["id"]).status is ImportStatus.CANCELLED
@@ -329,7 +301,7 @@ def test_a_job_whose_retry_could_only_end_cancelled_is_refused_with_the_reason(
     app,
     client,
     admin,
-    callers,  # noqa: F811
+    callers,
     stub_broker,
 ):
     _, job_id = cancelled_import_job(app, client, admin, callers, stub_broker)
@@ -348,7 +320,7 @@ def test_cancelling_an_imports_job_ends_the_import_and_deletes_its_file(
     app,
     client,
     admin,
-    callers,  # noqa: F811
+    callers,
     stub_broker,
 ):
     """Cancelled before a worker ran it: the import says so at once (never `queued` forever), its file
@@ -365,7 +337,7 @@ def test_cancelling_an_imports_job_ends_the_import_and_deletes_its_file(
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)
     worker.start()
     try:
-        drain(stub_broker, worker, "csv_import")
+        run_jobs(stub_broker, worker, "csv_import")
     finally:
         stop_worker(stub_broker, worker)
     assert db.session.get(LeadImport, created["id"]).successful_rows == 0  # its message was skipped

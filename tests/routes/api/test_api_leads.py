@@ -6,23 +6,9 @@ import itertools
 
 import pytest
 
-from edcrm.extensions import db
-from edcrm.models import Branch, Lead, Role
-from tests.conftest import bearer, make_user
-
-_phones = itertools.count(9_000_000_000)
-
-
-def make_lead(branch: Branch, telecaller=None, name: str = "Student") -> Lead:
-    lead = Lead(
-        branch_id=branch.id,
-        telecaller_id=telecaller.id if telecaller else None,
-        student_name=name,
-        phone_number=f"+91{next(_phones)}",
-    )
-    db.session.add(lead)
-    db.session.commit()
-    return lead
+from edcrm.models import Role
+from tests.support.leads import make_lead
+from tests.support.people import bearer, make_user
 
 
 def ids(response) -> list[int]:

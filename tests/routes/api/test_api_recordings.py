@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import threading
-import wave
 from pathlib import Path
 
 import pytest
@@ -15,42 +13,12 @@ from werkzeug.serving import make_server
 from werkzeug.test import EnvironBuilder
 
 from edcrm.extensions import db
-from edcrm.models import Branch, CallLog, CallOutcome, Lead, Recording, RecordingUpload, Role, UploadStatus
-from tests.conftest import bearer, make_user
-from tests.routes.api.test_openapi import check
-
-_phones = itertools.count(9_800_000_000)
-
-
-def wav_bytes(seconds: float = 1.0, rate: int = 8000) -> bytes:
-    """A real (silent) mono 16-bit WAV recording."""
-    buffer = io.BytesIO()
-    with wave.open(buffer, "wb") as out:
-        out.setnchannels(1)
-        out.setsampwidth(2)
-        out.setframerate(rate)
-        out.writeframes(b"\x00\x00" * int(seconds * rate))
-    return buffer.getvalue()
-
-
-def make_call_log(branch: Branch, telecaller) -> CallLog:
-    lead = Lead(
-        branch_id=branch.id,
-        telecaller_id=telecaller.id,
-        student_name="Student",
-        phone_number=f"+91{next(_phones)}",
-    )
-    call_log = CallLog(
-        lead=lead, telecaller_id=telecaller.id, outcome=CallOutcome.CONNECTED, duration_seconds=61
-    )
-    db.session.add(call_log)
-    db.session.commit()
-    return call_log
-
-
-def split(data: bytes, parts: int) -> list[bytes]:
-    size = -(-len(data) // parts)
-    return [data[i : i + size] for i in range(0, len(data), size)]
+from edcrm.models import Branch, CallLog, Recording, RecordingUpload, Role, UploadStatus
+from tests.support.audio_samples import wav
+from tests.support.jobs import run_jobs
+from tests.support.openapi import check
+from tests.support.people import bearer, make_user
+from tests.support.recordings import make_call_log, race_the_limit, split, storage_files
 
 
 def sha(data: bytes) -> str:
@@ -81,23 +49,13 @@ def put(client, auth, upload_id, index, data, checksum=None):
     return client.put(f"/api/recordings/uploads/{upload_id}/chunks/{index}", data=data, headers=headers)
 
 
-def run_jobs(stub_broker, stub_worker):
-    stub_broker.join("recordings", timeout=20_000, fail_fast=False)
-    stub_worker.join()
-
-
-def storage_files(app) -> list[str]:
-    root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
-    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()) if root.exists() else []
-
-
 # -- the chunk API ---------------------------------------------------------------------------------------
 
 
 def test_chunks_out_of_order_and_resent_become_the_recording(
     app, client, auth, call_log, telecaller, stub_broker, stub_worker
 ):
-    audio = wav_bytes(2.0)
+    audio = wav(2.0)
     chunks = split(audio, 3)
     upload_id = start(client, auth, call_log, 3, total_size=len(audio), sha256=sha(audio))
     assert len(upload_id) == 32
@@ -120,7 +78,7 @@ def test_chunks_out_of_order_and_resent_become_the_recording(
     assert client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth).json == {
         "job_id": job_id
     }
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
 
     status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
     assert status["status"] == "completed", status
@@ -243,14 +201,14 @@ def test_delete_removes_the_chunks_and_closes_the_upload(app, client, auth, call
 
 
 def test_a_one_shot_upload_becomes_the_recording(app, client, auth, call_log, stub_broker, stub_worker):
-    audio = wav_bytes(1.0)
+    audio = wav(1.0)
     response = client.post(
         f"/api/call-logs/{call_log.id}/recording",
         data={"file": (io.BytesIO(audio), "call.wav")},
         headers=auth,
     )
     assert response.status_code == 202, response.json
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     recording = client.get(f"/api/call-logs/{call_log.id}", headers=auth).json["recording"]
     assert (recording["size"], recording["sha256"]) == (len(audio), sha(audio))
     assert client.get(recording["download_url"], headers=auth).data == audio
@@ -299,11 +257,11 @@ def test_another_telecaller_cannot_touch_an_upload(client, branch, call_log, aut
 def test_downloads_are_for_the_telecaller_and_their_branch_admin_only(
     app, client, branch, call_log, auth, admin, stub_broker, stub_worker
 ):
-    audio = wav_bytes(0.5)
+    audio = wav(0.5)
     client.post(
         f"/api/call-logs/{call_log.id}/recording", data={"file": (io.BytesIO(audio), "a.wav")}, headers=auth
     )
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     url = f"/api/call-logs/{call_log.id}/recording/content"
     assert client.get(url, headers=bearer(admin)).data == audio
     elsewhere = Branch(name="Calicut")
@@ -368,7 +326,7 @@ def test_concurrent_chunks_are_all_kept_and_assemble_byte_identical(
     app, auth, call_log, live_server, stub_broker, stub_worker
 ):
     """Many chunks PUT at once by threads over real HTTP (a threaded server): none is lost."""
-    audio = wav_bytes(3.0)
+    audio = wav(3.0)
     chunks = split(audio, 24)
     base = f"{live_server}/api/recordings/uploads"
     with requests.Session() as http:
@@ -391,7 +349,7 @@ def test_concurrent_chunks_are_all_kept_and_assemble_byte_identical(
         status = http.get(f"{base}/{upload_id}", headers=auth, timeout=10).json()
         assert (status["received"], status["missing"]) == (list(range(len(chunks))), [])
         assert http.post(f"{base}/{upload_id}/complete", headers=auth, timeout=10).status_code == 202
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     db.session.expire_all()
     recording = db.session.get(CallLog, call_log.id).recording
     assert recording is not None and recording.sha256 == sha(audio)
@@ -403,7 +361,7 @@ def test_concurrent_chunks_are_all_kept_and_assemble_byte_identical(
 
 def test_the_answers_have_the_documented_shapes(app, client, auth, call_log, stub_broker, stub_worker):
     document = client.get("/api/openapi.json").get_json()
-    audio = wav_bytes(0.5)
+    audio = wav(0.5)
     body = {"call_log_id": call_log.id, "filename": "a.wav", "expected_chunks": 2, "sha256": sha(audio)}
     check(document, "UploadRequest", body)
     created = client.post("/api/recordings/uploads", json=body, headers=auth)
@@ -417,7 +375,7 @@ def test_the_answers_have_the_documented_shapes(app, client, auth, call_log, stu
     put(client, auth, upload_id, 1, chunks[1])
     accepted = client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth)
     check(document, "JobAccepted", accepted.json)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     check(document, "Upload", client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json)
     check(document, "CallLog", client.get(f"/api/call-logs/{call_log.id}", headers=auth).json)
 
@@ -460,7 +418,7 @@ def test_a_one_shot_file_shorter_than_its_content_length_is_400_and_nothing_is_k
     app, client, auth, call_log, stub_broker
 ):
     url = f"/api/call-logs/{call_log.id}/recording"
-    body, content_type = multipart({"file": (io.BytesIO(wav_bytes(0.5)), "call.wav")})
+    body, content_type = multipart({"file": (io.BytesIO(wav(0.5)), "call.wav")})
     headers = {**auth, "Content-Type": content_type}
     # The whole form arrives, but less than the length announced: the client went away mid-body.
     for sent, announced in ((body, len(body) + 5000), (body[:-1000], len(body))):
@@ -533,52 +491,8 @@ def test_the_chunks_may_not_add_up_to_more_than_the_recording_limit(app, client,
     assert sorted(p.name for p in root.iterdir()) == ["00000", "00001"]
 
 
-def race_the_limit(app, auth, call_log_id: int, live_server: str) -> None:
-    """12 chunks of 30 bytes PUT at once against a limit of 100: 3 are kept, 9 are 413."""
-    app.config.update(MAX_RECORDING_BYTES=100, MAX_CHUNK_BYTES=40)
-    base = f"{live_server}/api/recordings/uploads"
-    body = {"call_log_id": call_log_id, "filename": "c.wav", "expected_chunks": 12}
-    upload_id = requests.post(base, json=body, headers=auth, timeout=10).json()["upload_id"]
-    barrier = threading.Barrier(12)
-
-    def send(index: int) -> int:
-        barrier.wait()
-        url = f"{base}/{upload_id}/chunks/{index}"
-        return requests.put(url, data=b"z" * 30, headers=auth, timeout=30).status_code
-
-    results: list[int] = []
-    threads = [threading.Thread(target=lambda i=i: results.append(send(i))) for i in range(12)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sorted(results) == [200] * 3 + [413] * 9  # 3 x 30 fit in 100, a fourth does not
-    received = requests.get(f"{base}/{upload_id}", headers=auth, timeout=10).json()["received"]
-    assert len(received) == 3
-    assert sorted(storage_files(app)) == [f"uploads/{upload_id}/chunks/{index:05d}" for index in received]
-
-
 def test_concurrent_chunks_cannot_pass_the_recording_limit_together(app, auth, call_log, live_server):
     race_the_limit(app, auth, call_log.id, live_server)
-
-
-def test_concurrent_chunks_cannot_pass_the_recording_limit_together_on_postgresql(pg_app):
-    """The same race where the upload's row lock, not SQLite's single writer, keeps the total."""
-    with pg_app.app_context():
-        branch = Branch(name="Kochi")
-        db.session.add(branch)
-        db.session.commit()
-        telecaller = make_user(branch, Role.TELECALLER)
-        auth, call_log_id = bearer(telecaller), make_call_log(branch, telecaller).id
-        server = make_server("127.0.0.1", 0, pg_app, threaded=True)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            race_the_limit(pg_app, auth, call_log_id, f"http://127.0.0.1:{server.server_port}")
-        finally:
-            server.shutdown()
-            thread.join()
-            server.server_close()
 
 
 class _ArrivingBody:
@@ -599,7 +513,7 @@ def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
 ):
     from edcrm.recordings import uploads
 
-    audio = wav_bytes(0.5)
+    audio = wav(0.5)
     chunks = split(audio, 2)
     upload_id = start(client, auth, call_log, 2, sha256=sha(audio))
     put(client, auth, upload_id, 0, chunks[0])
@@ -614,7 +528,7 @@ def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
     root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
     assert (root / upload.chunk_key(1)).read_bytes() == chunks[1]  # the good copy is untouched
 
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "recordings")
     db.session.expire_all()
     recording = db.session.get(CallLog, call_log.id).recording
     assert recording is not None and recording.sha256 == sha(audio)

@@ -9,11 +9,12 @@ from importlib import resources
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from jsonschema import Draft202012Validator, ValidationError
+from jsonschema import ValidationError
 from openapi_spec_validator import validate
 
 from edcrm.extensions import db
 from edcrm.models import Lead
+from tests.support.openapi import check
 
 HTTP_METHODS = {"get", "put", "post", "delete", "patch", "head", "options", "trace"}
 
@@ -88,12 +89,6 @@ def test_every_error_answer_has_the_error_shape(document):
                     answer = responses[answer["$ref"].rsplit("/", 1)[-1]]
                 schema = answer["content"]["application/json"]["schema"]
                 assert schema == {"$ref": error_ref}, f"{method.upper()} {path} {status}"
-
-
-def check(document, schema_name: str, instance) -> None:
-    """Validate instance against a schema of the document (its $refs resolved in the document)."""
-    schema = {"$ref": f"#/components/schemas/{schema_name}", "components": document["components"]}
-    Draft202012Validator(schema).validate(instance)
 
 
 def test_the_documented_shapes_are_what_the_api_answers(app, document, branch, telecaller):

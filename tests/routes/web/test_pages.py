@@ -13,14 +13,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.models import Branch, Lead, Role, User
 from edcrm.permissions import page_auth
 from edcrm.routes.web.session import safe_next
-from tests.conftest import make_user
-
-PASSWORD = "secret-password"
+from tests.support.pages import csrf_token, text
+from tests.support.people import PASSWORD, login, make_user
 
 
 @pytest.fixture
@@ -40,15 +38,6 @@ def people(app):
             )
         db.session.commit()
         return SimpleNamespace(admin=admin.email, caller=caller.email, other=other.email)
-
-
-def login(client, email, password=PASSWORD, next_url=None, **extra):
-    url = "/login" + (f"?next={next_url}" if next_url else "")
-    return client.post(url, data={"email": email, "password": password, **extra})
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
 
 
 def test_the_home_page_sends_visitors_to_sign_in_and_back(client, people):
@@ -313,35 +302,6 @@ def test_navigation_links_only_to_pages_that_exist(client, people):
 # -- CSRF ----------------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def csrf_app(tmp_path, monkeypatch):
-    """The app as it runs for real: forms need their CSRF token."""
-    monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "csrf-instance"))
-    app = create_app(
-        {
-            "TESTING": True,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'csrf.sqlite3'}",
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-            "WTF_CSRF_ENABLED": True,
-        }
-    )
-    with app.app_context():
-        db.create_all()
-        make_user(Branch.get_or_create("Kochi"), Role.TELECALLER, email="caller@kochi.test")
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-
-
-def token_from(response) -> str:
-    """The CSRF token of a page's form (the login form's, or the layout's sign-out form's)."""
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', text(response))
-    assert match, "no CSRF token in the page"
-    return match.group(1)
-
-
 def test_login_without_the_csrf_token_is_refused(csrf_app):
     client = csrf_app.test_client()
 
@@ -354,7 +314,7 @@ def test_login_without_the_csrf_token_is_refused(csrf_app):
 
 def test_login_with_the_forms_csrf_token_works(csrf_app):
     client = csrf_app.test_client()
-    token = token_from(client.get("/login"))
+    token = csrf_token(text(client.get("/login")))
 
     response = login(client, "caller@kochi.test", csrf_token=token)
 
@@ -364,13 +324,13 @@ def test_login_with_the_forms_csrf_token_works(csrf_app):
 
 def test_logout_needs_the_csrf_token(csrf_app):
     client = csrf_app.test_client()
-    login(client, "caller@kochi.test", csrf_token=token_from(client.get("/login")))
+    login(client, "caller@kochi.test", csrf_token=csrf_token(text(client.get("/login"))))
     home = client.get("/")
 
     assert client.post("/logout").status_code == 400
     assert client.get("/").status_code == 200  # still signed in
 
-    assert client.post("/logout", data={"csrf_token": token_from(home)}).status_code == 302
+    assert client.post("/logout", data={"csrf_token": csrf_token(text(home))}).status_code == 302
     assert client.get("/").status_code == 302
 
 

@@ -8,81 +8,30 @@ from __future__ import annotations
 import csv
 import io
 import re
-from types import SimpleNamespace
 
 import dramatiq
 import pytest
 
-from edcrm.extensions import db
 from edcrm.jobs.embedded import stop_worker
-from edcrm.models import Branch, LeadImport, Role
-from tests.conftest import make_user
-from tests.routes.api.test_api_imports import DUPLICATE_ROW, INVALID_ROW, SAMPLE_CSV, csv_bytes, stored_files
-
-PASSWORD = "secret-password"
-
-
-@pytest.fixture
-def people(app):
-    """Kochi: an admin, two active telecallers and a deactivated one; Thrissur: an admin, a telecaller."""
-    with app.app_context():
-        kochi, thrissur = Branch(name="Kochi"), Branch(name="Thrissur")
-        db.session.add_all([kochi, thrissur])
-        db.session.commit()
-        admin = make_user(kochi, Role.ADMIN, email="admin@kochi.test")
-        callers = [make_user(kochi, Role.TELECALLER, email=f"caller{n}@kochi.test") for n in (1, 2)]
-        idle = make_user(kochi, Role.TELECALLER, email="idle@kochi.test", active=False)
-        other_admin = make_user(thrissur, Role.ADMIN, email="admin@thrissur.test")
-        stranger = make_user(thrissur, Role.TELECALLER, email="caller@thrissur.test")
-        # (id, email) pairs: the users themselves would be detached once this context ends.
-        return SimpleNamespace(
-            admin=(admin.id, admin.email),
-            callers=[(c.id, c.email) for c in callers],
-            idle=(idle.id, idle.email),
-            other_admin=(other_admin.id, other_admin.email),
-            stranger=(stranger.id, stranger.email),
-        )
-
-
-def login(client, email):
-    response = client.post("/login", data={"email": email, "password": PASSWORD})
-    assert response.status_code == 302
-    return client
-
-
-def text(response) -> str:
-    return response.get_data(as_text=True)
-
-
-def flashes(response) -> list[str]:
-    return [
-        re.sub(r"\s+", " ", m).strip()
-        for m in re.findall(r'class="flash flash-error"[^>]*>(.*?)</p>', text(response), re.S)
-    ]
-
-
-def upload(client, data=SAMPLE_CSV, telecaller_ids=(), filename="leads.csv", **extra):
-    form = {"telecaller_ids": [str(i) for i in telecaller_ids], **extra}
-    if data is not None:
-        form["file"] = (io.BytesIO(data), filename)
-    return client.post("/imports/new", data=form, content_type="multipart/form-data")
-
-
-def imports_in(app) -> list[LeadImport]:
-    with app.app_context():
-        return db.session.query(LeadImport).order_by(LeadImport.id).all()
-
-
-def run_jobs(stub_broker, stub_worker) -> None:
-    stub_broker.join("csv_import", fail_fast=True)
-    stub_worker.join()
-
+from tests.support.imports import (
+    DUPLICATE_ROW,
+    INVALID_ROW,
+    SAMPLE_CSV,
+    csv_bytes,
+    form_body,
+    imports_in,
+    stored_files,
+    upload,
+)
+from tests.support.jobs import run_jobs
+from tests.support.pages import csrf_token, flashes, text
+from tests.support.people import PASSWORD, signed_in
 
 # -- the form ----------------------------------------------------------------------------------------------
 
 
 def test_the_form_lists_the_branchs_active_telecallers(client, people):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     response = client.get("/imports/new")
 
@@ -100,7 +49,7 @@ def test_the_form_lists_the_branchs_active_telecallers(client, people):
 
 def test_the_pages_are_for_admins(client, people):
     assert client.get("/imports/new").headers["Location"].startswith("/login")
-    login(client, people.callers[0][1])
+    signed_in(client, people.callers[0][1])
 
     for path in ("/imports/new", "/imports", "/imports/1", "/imports/1/progress", "/imports/1/errors.csv"):
         response = client.get(path)
@@ -109,7 +58,10 @@ def test_the_pages_are_for_admins(client, people):
 
 
 def test_the_navigation_shows_imports_to_admins_only(app, people):
-    admin, caller = login(app.test_client(), people.admin[1]), login(app.test_client(), people.callers[0][1])
+    admin, caller = (
+        signed_in(app.test_client(), people.admin[1]),
+        signed_in(app.test_client(), people.callers[0][1]),
+    )
 
     assert 'href="/imports"' in text(admin.get("/"))
     assert 'href="/imports"' not in text(caller.get("/"))
@@ -118,7 +70,7 @@ def test_the_navigation_shows_imports_to_admins_only(app, people):
 def test_an_upload_goes_to_its_page_which_shows_progress_counts_and_distribution(
     app, client, people, stub_broker, stub_worker
 ):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     response = upload(client, telecaller_ids=[caller_id for caller_id, _ in people.callers])
 
@@ -127,7 +79,7 @@ def test_an_upload_goes_to_its_page_which_shows_progress_counts_and_distribution
     assert response.headers["Location"] == f"/imports/{lead_import.id}"
     assert lead_import.created_by_id == people.admin[0]
 
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
     page = text(client.get(f"/imports/{lead_import.id}"))
     assert f"Import #{lead_import.id} of leads.csv is queued." in page  # the flash message
     assert 'class="status status-completed"' in page
@@ -143,7 +95,7 @@ def test_an_upload_goes_to_its_page_which_shows_progress_counts_and_distribution
 
 
 def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
     upload(client, telecaller_ids=[people.callers[0][0]])
     [lead_import] = imports_in(app)
 
@@ -156,7 +108,7 @@ def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker):
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)  # started only now: the job waited until here
     worker.start()
     try:
-        run_jobs(stub_broker, worker)
+        run_jobs(stub_broker, worker, "csv_import", fail_fast=True)
     finally:
         stop_worker(stub_broker, worker)
     after = client.get(f"/imports/{lead_import.id}/progress").get_json()
@@ -169,10 +121,10 @@ def test_the_progress_endpoint_feeds_the_page(app, client, people, stub_broker):
 
 
 def test_the_error_report_downloads_with_the_session(app, client, people, stub_broker, stub_worker):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
     upload(client, telecaller_ids=[people.callers[0][0]])
     [lead_import] = imports_in(app)
-    run_jobs(stub_broker, stub_worker)
+    run_jobs(stub_broker, stub_worker, "csv_import", fail_fast=True)
 
     response = client.get(f"/imports/{lead_import.id}/errors.csv")
 
@@ -183,13 +135,13 @@ def test_the_error_report_downloads_with_the_session(app, client, people, stub_b
 
 
 def test_the_history_lists_this_branchs_imports_newest_first(app, client, people, stub_broker):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
     empty = text(client.get("/imports"))
     assert "No imports yet" in empty and 'href="/imports/new"' in empty
 
     upload(client, telecaller_ids=[people.callers[0][0]], filename="first.csv")
     upload(client, telecaller_ids=[people.callers[1][0]], filename="second.csv")
-    other = login(app.test_client(), people.other_admin[1])
+    other = signed_in(app.test_client(), people.other_admin[1])
     upload(other, telecaller_ids=[people.stranger[0]], filename="thrissur.csv")
 
     page = text(client.get("/imports"))
@@ -200,10 +152,10 @@ def test_the_history_lists_this_branchs_imports_newest_first(app, client, people
 
 
 def test_another_branchs_import_is_403(app, client, people, stub_broker):
-    other = login(app.test_client(), people.other_admin[1])
+    other = signed_in(app.test_client(), people.other_admin[1])
     upload(other, telecaller_ids=[people.stranger[0]], filename="thrissur.csv")
     [theirs] = imports_in(app)
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     for path in (
         f"/imports/{theirs.id}",
@@ -218,7 +170,7 @@ def test_another_branchs_import_is_403(app, client, people, stub_broker):
 
 
 def test_a_deactivated_or_foreign_telecaller_is_flashed_and_the_choice_kept(app, client, people):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     response = upload(client, telecaller_ids=[people.callers[0][0], people.idle[0], people.stranger[0]])
 
@@ -231,7 +183,7 @@ def test_a_deactivated_or_foreign_telecaller_is_flashed_and_the_choice_kept(app,
 
 
 def test_a_form_without_file_or_telecallers_is_flashed(app, client, people):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     response = upload(client, data=None, telecaller_ids=[])
 
@@ -243,7 +195,7 @@ def test_a_form_without_file_or_telecallers_is_flashed(app, client, people):
 @pytest.mark.parametrize("limit", [100, 1024], ids=["counted-on-the-file", "refused-before-parsing"])
 def test_a_file_over_the_limit_is_flashed_with_413(app, client, people, limit):
     app.config["MAX_CSV_BYTES"] = limit
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
     data = csv_bytes() if limit == 100 else csv_bytes(["Asha,9847012301,,Kochi"] * 20_000)
 
     response = upload(client, data=data, telecaller_ids=[people.callers[0][0]])
@@ -256,7 +208,7 @@ def test_a_file_over_the_limit_is_flashed_with_413(app, client, people, limit):
 
 
 def test_a_file_that_is_not_csv_is_flashed_with_415(app, client, people):
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
 
     response = upload(
         client, data=b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8, telecaller_ids=[people.callers[0][0]]
@@ -276,12 +228,6 @@ def csrf_app(app):
     """The same app with CSRF on, as it runs for real."""
     app.config["WTF_CSRF_ENABLED"] = True
     return app
-
-
-def csrf_token(page: str) -> str:
-    match = re.search(r'name="csrf_token"[^>]*value="([^"]+)"', page)
-    assert match, "no CSRF token in the page"
-    return match.group(1)
 
 
 def test_the_form_posts_with_its_csrf_token(csrf_app, people, stub_broker):
@@ -309,9 +255,7 @@ def test_the_form_without_its_csrf_token_is_refused(csrf_app, people):
 
 
 def test_a_csv_cut_off_mid_body_is_400_and_nothing_is_kept(app, client, people, stub_broker):
-    from tests.routes.api.test_api_imports import form_body
-
-    login(client, people.admin[1])
+    signed_in(client, people.admin[1])
     client.get("/imports/new")
     fields = {"telecaller_ids": str(people.callers[0][0]), "file": (io.BytesIO(SAMPLE_CSV), "leads.csv")}
     body, content_type = form_body(fields)

@@ -20,14 +20,12 @@ from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, Job, JobState, Recording, Role, User
 from edcrm.recordings import uploads
 from edcrm.storage import get_storage
-from tests.conftest import make_user
-from tests.routes.api.test_api_imports import SAMPLE_CSV
-from tests.routes.api.test_api_jobs import drain, outcomes, send
-from tests.routes.api.test_api_recordings import make_call_log, wav_bytes
-from tests.routes.web.test_pages import csrf_app, token_from  # noqa: F401  (csrf_app: the fixture)
-from tests.routes.web.test_pages_imports import login
-
-PASSWORD = "secret-password"
+from tests.support.audio_samples import wav
+from tests.support.imports import SAMPLE_CSV
+from tests.support.jobs import outcomes, run_jobs, send
+from tests.support.pages import csrf_token
+from tests.support.people import PASSWORD, make_user, signed_in
+from tests.support.recordings import make_call_log
 
 
 @pytest.fixture(autouse=True)
@@ -69,26 +67,26 @@ def failed_and_done(app, people, stub_broker, stub_worker):
         failed = send(people.kochi, "bad", failures=4)
         done = send(people.kochi, "good")
         theirs = send(people.thrissur, "theirs", failures=4)
-        drain(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
     return SimpleNamespace(failed=failed, done=done, theirs=theirs)
 
 
 def test_telecallers_are_refused_and_visitors_sent_to_sign_in(app, client, people):
     assert client.get("/jobs").headers["Location"].startswith("/login")
-    login(client, "caller@kochi.test")
+    signed_in(client, "caller@kochi.test")
     assert client.get("/jobs").status_code == 403
     assert "admin role" in text(client.get("/jobs"))
 
 
 def test_an_empty_ledger_says_so(client, people):
-    page = text(login(client, "admin@kochi.test").get("/jobs"))
+    page = text(signed_in(client, "admin@kochi.test").get("/jobs"))
     assert "No jobs yet." in page
 
 
 def test_the_list_shows_the_branchs_jobs_with_counts_per_state_and_queue(
     app, client, people, failed_and_done
 ):
-    page = text(login(client, "admin@kochi.test").get("/jobs"))
+    page = text(signed_in(client, "admin@kochi.test").get("/jobs"))
     assert rows(page) == [failed_and_done.done, failed_and_done.failed]  # newest first; not Thrissur's
     assert re.search(r"failed <span class=\"count\">1</span>", page)
     assert re.search(r"succeeded <span class=\"count\">1</span>", page)
@@ -108,7 +106,7 @@ def test_the_list_pages_through_older_jobs(app, client, people, stub_broker, mon
     monkeypatch.setattr("edcrm.routes.web.jobs.PAGE_SIZE", 2)
     with app.app_context():
         sent = [send(people.kochi, f"k{n}") for n in range(5)]
-    login(client, "admin@kochi.test")
+    signed_in(client, "admin@kochi.test")
     seen, url = [], "/jobs"
     while url:
         page = text(client.get(url))
@@ -119,7 +117,7 @@ def test_the_list_pages_through_older_jobs(app, client, people, stub_broker, mon
 
 
 def test_a_jobs_page_shows_each_error_with_its_traceback(app, client, people, failed_and_done):
-    page = text(login(client, "admin@kochi.test").get(f"/jobs/{failed_and_done.failed}"))
+    page = text(signed_in(client, "admin@kochi.test").get(f"/jobs/{failed_and_done.failed}"))
     assert re.search(r"<dt>Attempts</dt><dd>4\s", page) and "up to 4 a run" in page
     for attempt in range(1, 5):
         assert f"RuntimeError: flaky failure {attempt} of bad" in page
@@ -132,12 +130,12 @@ def test_a_jobs_page_shows_each_error_with_its_traceback(app, client, people, fa
 def test_retry_sends_the_job_again_and_it_succeeds(
     app, client, people, failed_and_done, stub_broker, stub_worker
 ):
-    login(client, "admin@kochi.test")
+    signed_in(client, "admin@kochi.test")
     response = client.post(f"/jobs/{failed_and_done.failed}/retry", data={"next": "/jobs?state=failed"})
     assert response.status_code == 302 and response.headers["Location"] == "/jobs?state=failed"
     assert "is queued again" in text(client.get("/jobs"))
     with app.app_context():
-        drain(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
     assert state_of(app, failed_and_done.failed) is JobState.SUCCEEDED
     assert outcomes["bad"] == 5
 
@@ -150,7 +148,7 @@ def test_retry_sends_the_job_again_and_it_succeeds(
 def test_cancel_stops_a_waiting_job(app, client, people, stub_broker):
     with app.app_context():
         waiting = send(people.kochi, "waits")  # no worker: it stays enqueued
-    login(client, "admin@kochi.test")
+    signed_in(client, "admin@kochi.test")
     assert ">Cancel</button>" in text(client.get(f"/jobs/{waiting}"))
     page = text(client.post(f"/jobs/{waiting}/cancel", follow_redirects=True))
     assert "is cancelled" in page
@@ -160,27 +158,27 @@ def test_cancel_stops_a_waiting_job(app, client, people, stub_broker):
 def test_retry_all_failed_retries_the_filtered_failures_of_the_branch_only(
     app, client, people, failed_and_done, stub_broker, stub_worker
 ):
-    login(client, "admin@kochi.test")
+    signed_in(client, "admin@kochi.test")
     response = client.post("/jobs/retry-failed", data={"queue": "default"})
     assert response.headers["Location"] == "/jobs?queue=default"
     assert "1 failed job(s) queued again." in text(client.get("/jobs"))
     with app.app_context():
-        drain(stub_broker, stub_worker)
+        run_jobs(stub_broker, stub_worker)
     assert state_of(app, failed_and_done.failed) is JobState.SUCCEEDED
     assert state_of(app, failed_and_done.theirs) is JobState.FAILED
 
 
-def test_the_buttons_need_the_csrf_token(csrf_app):  # noqa: F811
+def test_the_buttons_need_the_csrf_token(csrf_app):
     with csrf_app.app_context():
         make_user(Branch.get_or_create("Kochi"), Role.ADMIN, email="admin@kochi.test")
         job_id = send(Branch.get_or_create("Kochi").id, "waits")
     client = csrf_app.test_client()
     login_page = client.get("/login")
     credentials = {"email": "admin@kochi.test", "password": PASSWORD}
-    client.post("/login", data={**credentials, "csrf_token": token_from(login_page)})
+    client.post("/login", data={**credentials, "csrf_token": csrf_token(login_page.get_data(as_text=True))})
     assert client.post(f"/jobs/{job_id}/cancel").status_code == 400
     assert state_of(csrf_app, job_id) is JobState.ENQUEUED
-    token = token_from(client.get(f"/jobs/{job_id}"))
+    token = csrf_token(client.get(f"/jobs/{job_id}").get_data(as_text=True))
     assert client.post(f"/jobs/{job_id}/cancel", data={"csrf_token": token}).status_code == 302
     assert state_of(csrf_app, job_id) is JobState.CANCELLED
 
@@ -193,14 +191,14 @@ def test_an_imports_job_links_to_the_import(app, client, people, stub_broker, st
         import_id, job_id = lead_import.id, lead_import.job_id
         stub_broker.join("csv_import")
         stub_worker.join()
-    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    page = text(signed_in(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
     assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in page
     assert "leads.csv: completed" in page
     assert f'<a href="/imports/{import_id}">Import #{import_id}</a>' in text(client.get("/jobs"))
 
 
 def test_a_recordings_job_links_to_the_recording_it_made(app, client, people, stub_broker, stub_worker):
-    audio = wav_bytes(0.5)
+    audio = wav(0.5)
     with app.app_context():
         kochi = db.session.get(Branch, people.kochi)
         caller = make_user(kochi, Role.TELECALLER, email="recorder@kochi.test")
@@ -210,15 +208,15 @@ def test_a_recordings_job_links_to_the_recording_it_made(app, client, people, st
         stub_worker.join()
         recording_id = db.session.execute(sa.select(Recording.id)).scalar_one()
 
-    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    page = text(signed_in(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
     assert f'<a href="/recordings/{recording_id}">Recording #{recording_id}</a>' in page
     assert "of call.wav, completed, for call" in page and "recorder@kochi.test" in page
     assert client.get(f"/recordings/{recording_id}").data == audio
     client.post("/logout")
-    login(client, "recorder@kochi.test")
+    signed_in(client, "recorder@kochi.test")
     assert client.get(f"/recordings/{recording_id}").data == audio  # the telecaller who made it
     client.post("/logout")
-    login(client, "admin@thrissur.test")
+    signed_in(client, "admin@thrissur.test")
     assert client.get(f"/recordings/{recording_id}").status_code == 403
     assert client.get("/recordings/999999").status_code == 404
 
@@ -237,12 +235,12 @@ def test_a_job_whose_retry_could_only_end_cancelled_offers_no_retry_and_says_why
         worker = dramatiq.Worker(stub_broker, worker_timeout=50)
         worker.start()
         try:
-            drain(stub_broker, worker, "csv_import")
+            run_jobs(stub_broker, worker, "csv_import")
         finally:
             stop_worker(stub_broker, worker)
     assert state_of(app, job_id) is JobState.CANCELLED
 
-    page = text(login(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
+    page = text(signed_in(client, "admin@kochi.test").get(f"/jobs/{job_id}"))
     assert ">Retry</button>" not in page
     assert "Retry is not offered: The import is cancelled and its file was deleted" in page
     listed = text(client.get("/jobs"))
