@@ -28,23 +28,23 @@ from edcrm.jobs import ledger  # noqa: E402
 from edcrm.jobs.broker import get_broker  # noqa: E402
 from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import Branch, Role  # noqa: E402
+from tests.support.database import sqlite_database  # noqa: E402
 from tests.support.people import make_user  # noqa: E402
+from tests.support.routing import compile_rules_once  # noqa: E402
 
 
 @pytest.fixture
-def app(tmp_path, monkeypatch):
+def app(tmp_path, monkeypatch, sqlite_schema):
     monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "instance"))
     app = create_app(
         {
             "TESTING": True,
             "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'edcrm.sqlite3'}",
+            "SQLALCHEMY_DATABASE_URI": sqlite_database(sqlite_schema, tmp_path / "edcrm.sqlite3"),
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
             "WTF_CSRF_ENABLED": False,
         }
     )
-    with app.app_context():
-        db.create_all()
     yield app
     with app.app_context():
         db.session.remove()
@@ -89,7 +89,7 @@ def stub_worker(stub_broker):
 
 # -- markers and shared fixtures ------------------------------------------------------------------------
 
-pytest_plugins = ["tests.support.services", "tests.support.s3_server"]
+pytest_plugins = ["tests.support.database", "tests.support.services", "tests.support.s3_server"]
 
 #: Each folder's marker: `-m "not integration and not browser and not hostile"` is the unit suite.
 FOLDER_MARKERS = {
@@ -98,6 +98,10 @@ FOLDER_MARKERS = {
     "hostile": pytest.mark.hostile,
 }
 TESTS = Path(__file__).parent
+
+
+def pytest_configure(config):
+    compile_rules_once()  # every test makes an app: see tests/support/routing.py
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -118,7 +118,7 @@ class Stack:
     pg_admin: sa.Engine  # on another database of the same server, to take the stack's down
     database: str
     redis: PrivateRedis
-    s3: object  # tests/s3_server.MotoS3Server
+    s3: object  # tests/support/s3_server.MotoS3Server
     bucket: str
     admin: dict
     telecaller: dict

@@ -242,7 +242,7 @@ def test_two_imports_of_one_branch_at_once_stay_balanced_and_never_share_a_phone
 
 
 def test_overlapping_imports_racing_for_a_batch_both_complete_without_a_retry(pg_app, worker, monkeypatch):
-    """As on SQLite (tests/test_import_pipeline.py): the first import's batch has looked its phones up
+    """As on SQLite (tests/imports/test_import_pipeline.py): the first import's batch has looked its phones up
     when the second tries to commit some of them; the branch row's lock makes the second wait, then
     report them as duplicates. Both complete at their first attempt, every phone once."""
     branch = Branch(name=f"Kollam {uuid.uuid4().hex[:6]}")

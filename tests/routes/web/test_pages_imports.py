@@ -1,7 +1,7 @@
 """The import pages: the upload form (CSRF, flash messages), the history, an import's live progress and
 its error report, on the session cookie.
 
-Like tests/test_pages.py, no application context stays open between requests."""
+Like tests/routes/web/test_pages.py, no application context stays open between requests."""
 
 from __future__ import annotations
 

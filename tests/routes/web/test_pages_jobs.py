@@ -1,7 +1,7 @@
 """The jobs pages (admins): the list with state tabs, filters and pages; a job with its errors and the
 import it serves; the retry, cancel and retry-all-failed buttons (CSRF-protected POSTs).
 
-Like tests/test_pages.py, no application context stays open between requests."""
+Like tests/routes/web/test_pages.py, no application context stays open between requests."""
 
 from __future__ import annotations
 
