@@ -29,7 +29,7 @@ from edcrm.jobs.broker import get_broker  # noqa: E402
 from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import Branch, Role  # noqa: E402
 from tests.support.database import sqlite_database  # noqa: E402
-from tests.support.people import make_user  # noqa: E402
+from tests.support.people import hash_each_password_once, make_user  # noqa: E402
 from tests.support.routing import compile_rules_once  # noqa: E402
 
 
@@ -102,6 +102,7 @@ TESTS = Path(__file__).parent
 
 def pytest_configure(config):
     compile_rules_once()  # every test makes an app: see tests/support/routing.py
+    hash_each_password_once()  # the CLI's seed-demo sets four passwords per run: see tests/support/people.py
 
 
 @pytest.hookimpl(tryfirst=True)

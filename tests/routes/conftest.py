@@ -1,4 +1,5 @@
-"""Fixtures of the route tests: two branches and their people, signing in with PASSWORD."""
+"""Fixtures of the route tests: two branches and their people, signing in with PASSWORD (a module
+that needs other people declares a `people` of its own)."""
 
 from __future__ import annotations
 

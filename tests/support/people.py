@@ -3,8 +3,9 @@
 A test user's stored password hash is made once per distinct password and session, with scrypt at a
 test's work factor (TEST_HASH_METHOD): the production one costs a tenth of a second or more to make and
 again to check, and the suite makes hundreds of users and signs in hundreds of times. Checking still goes
-through the production code (`User.check_password`, which reads the work factor from the stored hash);
-`User.set_password` keeps the production work factor, and the tests of the commands that call it use it.
+through the production code (`User.check_password`, which reads the work factor from the stored hash).
+`User.set_password` (the CLI's seed-demo and create-user) keeps the production work factor, and hashes
+each distinct password once per session too (`hash_each_password_once`).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from werkzeug.security import generate_password_hash
 
 from edcrm.extensions import db
 from edcrm.models import ApiToken, Branch, Role, User
+from edcrm.models import user as user_model
 
 PASSWORD = "secret-password"
 #: werkzeug's scrypt at N=2**8 rather than production's 2**15: the same code at a test's cost.
@@ -26,6 +28,12 @@ TEST_HASH_METHOD = "scrypt:256:8:1"
 def password_hash(password: str) -> str:
     """The stored hash of a test user's password, made once per session."""
     return generate_password_hash(password, TEST_HASH_METHOD)
+
+
+def hash_each_password_once() -> None:
+    """User.set_password hashes a password it has hashed before in this session to the same stored hash
+    (the same salt): its work factor stays the production one, and it costs once per password."""
+    user_model.generate_password_hash = functools.cache(user_model.generate_password_hash)
 
 
 def make_user(
