@@ -1,40 +1,30 @@
-"""Fixtures: app, client, runner (flaskr's), the stub broker and a worker (Dramatiq's), users, and the
-real services of the integration tests (PostgreSQL, Redis), which skip with a reason when a service is
-down, except under CI=true, where a missing service fails the run."""
+"""Fixtures: app, client, runner (flaskr's), the stub broker and a worker (Dramatiq's), a branch and its
+people; the markers each folder sets. The real services (tests/support/services.py) and moto's S3 server
+(tests/support/s3_server.py) are fixtures of every test; the other helpers live in tests/support/."""
 
 from __future__ import annotations
 
-import os
 import tempfile
-import uuid
+from pathlib import Path
 
 import dramatiq
 import pytest
-import sqlalchemy as sa
 
-from edcrm import create_app
-from edcrm.extensions import db
-from edcrm.jobs import broker_of, records
-from edcrm.jobs.embedded import stop_worker
-from edcrm.models import ApiToken, Branch, Role, User
+# Before the helpers are imported, so that their asserts explain themselves as the tests' own do.
+pytest.register_assert_rewrite("tests.support")
+
+from edcrm import create_app  # noqa: E402
+from edcrm.extensions import db  # noqa: E402
+from edcrm.jobs import broker_of, records  # noqa: E402
+from edcrm.jobs.embedded import stop_worker  # noqa: E402
+from edcrm.models import Branch, Role  # noqa: E402
+from tests.support.database import sqlite_database  # noqa: E402
+from tests.support.jobs import JOB_BACKOFFS  # noqa: E402
+from tests.support.people import hash_each_password_once, make_user  # noqa: E402
+from tests.support.routing import compile_rules_once  # noqa: E402
 
 #: What a developer's environment may point at: no test's app reads them (see _no_environment).
 SERVICE_VARIABLES = ("REDIS_URL", "DATABASE_URL", "STORAGE_URL", "S3_ENDPOINT_URL", "SECRET_KEY")
-#: Short retry backoffs (ms), so that a job's retries take no time in a test.
-JOB_BACKOFFS = {"JOB_MIN_BACKOFF_MS": 10, "JOB_MAX_BACKOFF_MS": 40}
-
-IN_CI = os.environ.get("CI", "").lower() == "true"
-PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
-TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
-
-
-def service_unavailable(name: str, reason: str):
-    """Skip (or, under CI=true, fail) a test whose real service is missing."""
-    message = f"{name} is not reachable ({reason}); start it (see README: Tests) to run this test"
-    if IN_CI:
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
-
 
 #: Test modules import edcrm.actors as they are collected, before any test runs: this app (in memory,
 #: on a throwaway directory) has configured the job system by then, so that no worker app is built
@@ -62,20 +52,18 @@ def _no_environment(monkeypatch):
 
 
 @pytest.fixture
-def app(tmp_path):
+def app(tmp_path, sqlite_schema):
     app = create_app(
         {
             "TESTING": True,
             "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
             **JOB_BACKOFFS,
             "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'edcrm.sqlite3'}",
+            "SQLALCHEMY_DATABASE_URI": sqlite_database(sqlite_schema, tmp_path / "edcrm.sqlite3"),
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
             "WTF_CSRF_ENABLED": False,
         }
     )
-    with app.app_context():
-        db.create_all()
     yield app
     with app.app_context():
         db.session.remove()
@@ -107,34 +95,30 @@ def stub_worker(stub_broker):
     stop_worker(stub_broker, worker)
 
 
-# -- people ----------------------------------------------------------------------------------------------
+# -- markers and shared fixtures ------------------------------------------------------------------------
+
+pytest_plugins = ["tests.support.database", "tests.support.services", "tests.support.s3_server"]
+
+#: Each folder's marker: `-m "not integration and not browser and not hostile"` is the unit suite.
+FOLDER_MARKERS = {
+    "integration": pytest.mark.integration,
+    "browser": pytest.mark.browser,
+    "hostile": pytest.mark.hostile,
+}
+TESTS = Path(__file__).parent
 
 
-def make_user(
-    branch: Branch,
-    role: Role = Role.TELECALLER,
-    *,
-    email: str | None = None,
-    password: str = "secret-password",
-    active: bool = True,
-) -> User:
-    user = User(
-        email=email or f"{role.value}-{uuid.uuid4().hex[:8]}@example.test",
-        role=role,
-        branch=branch,
-        active=active,
-    )
-    user.set_password(password)
-    db.session.add(user)
-    db.session.commit()
-    return user
+def pytest_configure(config):
+    compile_rules_once()  # every test makes an app: see tests/support/routing.py
+    hash_each_password_once()  # the CLI's seed-demo sets four passwords per run: see tests/support/people.py
 
 
-def bearer(user: User) -> dict[str, str]:
-    """Authorization headers with a fresh token of user's."""
-    token = ApiToken.issue(user)
-    db.session.commit()
-    return {"Authorization": f"Bearer {token}"}
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    for item in items:
+        folder = item.path.relative_to(TESTS).parts[0] if item.path.is_relative_to(TESTS) else None
+        if folder in FOLDER_MARKERS:
+            item.add_marker(FOLDER_MARKERS[folder])
 
 
 @pytest.fixture
@@ -165,66 +149,7 @@ def telecaller(branch):
     return make_user(branch, Role.TELECALLER, email="caller@kochi.test")
 
 
-# -- real services ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="session")
-def postgres_url():
-    """A fresh, empty PostgreSQL database for this test session (dropped at the end)."""
-    try:
-        admin_engine = sa.create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-        with admin_engine.connect() as conn:
-            name = f"edcrm_test_{uuid.uuid4().hex[:10]}"
-            conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    except sa.exc.OperationalError as exc:
-        service_unavailable("PostgreSQL", str(exc.orig).strip().splitlines()[0])
-    url = sa.engine.make_url(PG_ADMIN_URL).set(database=name)
-    yield url.render_as_string(hide_password=False)
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
-
-
 @pytest.fixture
-def pg_app(postgres_url, tmp_path, monkeypatch):
-    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    url = sa.engine.make_url(postgres_url)
-    name = f"{url.database}_api_{uuid.uuid4().hex[:6]}"
-    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    app = create_app(
-        {
-            "TESTING": True,
-            "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
-            **JOB_BACKOFFS,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-        }
-    )
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-    records.dispose_engine(app)
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
-
-
-@pytest.fixture(scope="session")
-def redis_url():
-    """Redis database 15, emptied for this test session."""
-    import redis
-
-    client = redis.Redis.from_url(TEST_REDIS_URL)
-    try:
-        client.flushdb()
-    except redis.RedisError as exc:
-        service_unavailable("Redis", str(exc))
-    yield TEST_REDIS_URL
-    client.flushdb()
-    client.close()
+def callers(branch):
+    """Three active telecallers of the admin's branch (Kochi)."""
+    return [make_user(branch, Role.TELECALLER, email=f"caller{n}@kochi.test") for n in (1, 2, 3)]

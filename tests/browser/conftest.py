@@ -14,9 +14,10 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import service_unavailable
-from integration.helpers import free_port, http_get, run_flask, service_env, start_gunicorn, wait_for
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
+
+from tests.support.processes import free_port, http_get, run_flask, service_env, start_gunicorn, wait_for
+from tests.support.s3_server import AWS_ENV
+from tests.support.services import service_unavailable
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts" / "browser"
 #: Chromium as root in a container, with nothing reaching out to Google's services (refused here).
@@ -60,7 +61,7 @@ def chromium():
 
 
 @pytest.fixture(scope="module")
-def served(s3_server, tmp_path_factory):  # noqa: F811
+def served(s3_server, tmp_path_factory):
     """The app as `make run` serves it, on a port of its own; its URL, demo logins and S3 server."""
     root = tmp_path_factory.mktemp("served")
     bucket = s3_server.create_bucket()

@@ -9,13 +9,11 @@ import hashlib
 import io
 import random
 
-import pytest
 import requests
-from audio_samples import wav
-from integration.helpers import wait_for
 from playwright.sync_api import expect
 
-pytestmark = pytest.mark.browser
+from tests.support.audio_samples import wav
+from tests.support.processes import wait_for
 
 PHONE = {"width": 390, "height": 844}
 

@@ -14,9 +14,9 @@ from collections.abc import Iterator
 import pytest
 import redis
 import requests
-from integration.helpers import BIN, REPO, Service, free_port, http_get, service_env, wait_for
 
-from .conftest import Server, start_server
+from tests.support.processes import BIN, REPO, Service, free_port, http_get, service_env, wait_for
+from tests.support.server import Server, start_server
 
 ATTEMPTS = 30
 LIMIT = 10  # LOGIN_RATE_LIMIT's default: 10 per 5 minutes

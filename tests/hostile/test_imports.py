@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 
-from .conftest import wait_until
+from tests.support.server import wait_until
 
 HEADER = ["Name", "Phone", "Email", "City"]
 

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 import requests
-from integration.helpers import REPO
+
+from tests.support.processes import REPO
 
 HUGE = 2**63  # past every integer column: an OverflowError (SQLite) or a refused comparison (PostgreSQL)
 FULL_WIDTH = {ord("0") + digit: 0xFF10 + digit for digit in range(10)}  # "1" -> "\uff11"

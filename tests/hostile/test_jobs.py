@@ -7,12 +7,11 @@ import hashlib
 import random
 
 import pytest
-from audio_samples import wav
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
 
 from edcrm.models.recording import UploadReason
-
-from .conftest import Server, wait_until
+from tests.support.audio_samples import wav
+from tests.support.s3_server import AWS_ENV
+from tests.support.server import Server, wait_until
 
 OCTETS = {"Content-Type": "application/octet-stream"}
 
@@ -56,7 +55,7 @@ def job_of(server: Server, job_id: str) -> dict:
 
 def test_a_cancelled_recording_job_ends_its_upload_and_a_retry_after_the_outage_completes_it(
     serve,
-    s3_server,  # noqa: F811
+    s3_server,
 ):
     bucket = s3_server.create_bucket()
     server = serve(

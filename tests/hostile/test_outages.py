@@ -24,8 +24,9 @@ from pathlib import Path
 import pytest
 import requests
 import sqlalchemy as sa
-from audio_samples import wav
-from integration.helpers import (
+
+from tests.support.audio_samples import wav
+from tests.support.processes import (
     REPO,
     Service,
     free_port,
@@ -38,7 +39,7 @@ from integration.helpers import (
     start_gunicorn,
     wait_for,
 )
-from s3_server import AWS_ENV, s3_server  # noqa: F401  (the fixture)
+from tests.support.s3_server import AWS_ENV
 
 #: argv[2] call logs of the telecaller whose id is argv[1], each on a new lead; prints their ids.
 MAKE_CALL_LOGS = """
@@ -117,7 +118,7 @@ class Stack:
     pg_admin: sa.Engine  # on another database of the same server, to take the stack's down
     database: str
     redis: PrivateRedis
-    s3: object  # tests/s3_server.MotoS3Server
+    s3: object  # tests/support/s3_server.MotoS3Server
     bucket: str
     admin: dict
     telecaller: dict
@@ -168,7 +169,7 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(postgres_url, s3_server, tmp_path_factory) -> Iterator[Stack]:  # noqa: F811
+def stack(postgres_url, s3_server, tmp_path_factory) -> Iterator[Stack]:
     if REDIS_SERVER is None:
         pytest.skip("redis-server is not installed: the Redis outage needs a private one")
     tmp = tmp_path_factory.mktemp("outages")
@@ -345,7 +346,7 @@ def wait_for_import(stack: Stack, import_id: int, timeout: float = 60) -> dict:
 # -- S3 -----------------------------------------------------------------------------------------------------
 
 
-def test_s3_down_uploads_and_imports_are_503_and_all_completes_once_it_is_back(stack, s3_server):  # noqa: F811
+def test_s3_down_uploads_and_imports_are_503_and_all_completes_once_it_is_back(stack, s3_server):
     audio = wav(2.0)
     upload_id, chunks = new_upload(stack, audio, 3)
     for index in (0, 1):

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import pytest
 import requests
 
-from hostile.conftest import Server, start_server
+from tests.support.server import Server, start_server
 
 #: Connections an attacker holds open at once.
 ATTACKERS = 50

@@ -16,9 +16,9 @@ import uuid
 from pathlib import Path
 
 import requests
-from audio_samples import wav
 
-from hostile.conftest import Server, wait_until
+from tests.support.audio_samples import wav
+from tests.support.server import Server, wait_until
 
 
 def sha(data: bytes) -> str:

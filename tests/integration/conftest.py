@@ -1,5 +1,83 @@
-"""Fixtures of the end-to-end tests."""
+"""Fixtures of the end-to-end tests: the app on a PostgreSQL database of its own; a migrated database
+with the environment of the worker and the CLI on it (`env`); and the production processes on real
+services (`stack`, from tests/support/stack.py)."""
 
-from s3_server import s3_server  # noqa: F401  (moto's S3 server over HTTP, a fixture)
+from __future__ import annotations
 
-from .stack import stack  # noqa: F401  (the production processes on real services, a fixture)
+import uuid
+
+import pytest
+import redis
+import sqlalchemy as sa
+
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.jobs import records
+from tests.support.jobs import JOB_BACKOFFS
+from tests.support.processes import fresh_postgres_database, run_flask, service_env
+from tests.support.stack import stack  # noqa: F401  (the production processes on real services, a fixture)
+
+
+@pytest.fixture
+def pg_app(postgres_url, tmp_path):
+    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
+    url = sa.engine.make_url(postgres_url)
+    name = f"{url.database}_api_{uuid.uuid4().hex[:6]}"
+    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    app = create_app(
+        {
+            "TESTING": True,
+            "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
+            **JOB_BACKOFFS,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
+            "STORAGE_URL": (tmp_path / "storage").as_uri(),
+        }
+    )
+    with app.app_context():
+        db.create_all()
+    yield app
+    with app.app_context():
+        db.session.remove()
+        db.engine.dispose()
+    records.dispose_engine(app)
+    with admin_engine.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin_engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def database(postgres_url, tmp_path_factory):
+    """A PostgreSQL database of this module's own, migrated by `flask db upgrade` as an operator would."""
+    instance = tmp_path_factory.mktemp("instance")
+    with fresh_postgres_database(postgres_url) as url:
+        run_flask("db", "upgrade", env=service_env(DATABASE_URL=url, EDCRM_INSTANCE_PATH=instance))
+        yield url
+
+
+@pytest.fixture
+def engine(database):
+    engine = sa.create_engine(database)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def env(database, redis_url, engine, tmp_path):
+    """The environment of the worker and the CLI, with an empty ledger and an empty Redis database."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("TRUNCATE job_errors, jobs"))
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
+    return service_env(
+        REDIS_URL=redis_url,
+        DATABASE_URL=database,
+        JOB_MIN_BACKOFF_MS="50",
+        JOB_MAX_BACKOFF_MS="200",
+        EDCRM_INSTANCE_PATH=tmp_path / "instance",
+        STORAGE_URL=(tmp_path / "storage").as_uri(),
+        SECRET_KEY="x",
+    )

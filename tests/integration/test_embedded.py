@@ -8,7 +8,7 @@ import sys
 import pytest
 import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     REPO,
     Service,
     free_port,
@@ -20,8 +20,6 @@ from .helpers import (
     wait_for,
     wait_for_job,
 )
-
-pytestmark = pytest.mark.integration
 
 #: A process of the embedded mode that gets killed with a job half done: it starts the embedded workers,
 #: sends one ping and prints its id, then waits for its end. With "running", its ping never returns (so

@@ -9,9 +9,15 @@ import subprocess
 import pytest
 import sqlalchemy as sa
 
-from .helpers import BIN, REPO, fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import (
+    BIN,
+    REPO,
+    fresh_postgres_database,
+    run_flask,
+    service_env,
+    start_dramatiq,
+    wait_for,
+)
 
 ROWS = 3000  # enough for the command to see the import run, not only end
 

@@ -8,12 +8,9 @@ from __future__ import annotations
 import csv
 from collections import Counter
 
-import pytest
 import sqlalchemy as sa
 
-from .helpers import fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import fresh_postgres_database, run_flask, service_env, start_dramatiq, wait_for
 
 ROWS = 150_000
 

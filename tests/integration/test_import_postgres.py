@@ -11,7 +11,6 @@ from collections import Counter
 import dramatiq
 import pytest
 import sqlalchemy as sa
-from import_race import force_overlapping_batches
 
 from edcrm import create_app
 from edcrm.actors.imports import import_leads
@@ -22,10 +21,8 @@ from edcrm.jobs import broker_of
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role, User
 from edcrm.storage import get_storage
-
-from .helpers import fresh_postgres_database
-
-pytestmark = pytest.mark.integration
+from tests.support.import_race import force_overlapping_batches
+from tests.support.processes import fresh_postgres_database
 
 #: PostgreSQL's limit on the parameters of one statement.
 MAX_PARAMETERS = 65_535
@@ -247,7 +244,7 @@ def test_two_imports_of_one_branch_at_once_stay_balanced_and_never_share_a_phone
 
 
 def test_overlapping_imports_racing_for_a_batch_both_complete_without_a_retry(pg_app, worker, monkeypatch):
-    """As on SQLite (tests/test_import_pipeline.py): the first import's batch has looked its phones up
+    """As on SQLite (tests/imports/test_import_pipeline.py): the first import's batch has looked its phones up
     when the second tries to commit some of them; the branch row's lock makes the second wait, then
     report them as duplicates. Both complete at their first attempt, every phone once."""
     branch = Branch(name=f"Kollam {uuid.uuid4().hex[:6]}")

@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from .helpers import (
+from tests.support.processes import (
     free_port,
     run_flask,
     start_dramatiq,
@@ -17,18 +17,14 @@ from .helpers import (
     wait_for,
     wait_for_job,
 )
-from .test_worker import database, engine  # noqa: F401  (fixtures)
-from .test_worker import env as worker_env  # noqa: F401  (the fixture that env builds on)
-
-pytestmark = pytest.mark.integration
 
 METRICS_TOKEN = "integration-metrics-token"
 
 
 @pytest.fixture
-def env(worker_env):  # noqa: F811
-    """test_worker's environment (an empty ledger and Redis database), with a metrics token."""
-    return worker_env | {"METRICS_TOKEN": METRICS_TOKEN}
+def env(env):
+    """The integration environment (an empty ledger and Redis database), with a metrics token."""
+    return env | {"METRICS_TOKEN": METRICS_TOKEN}
 
 
 def scrape(url: str, headers: dict | None = None) -> dict[tuple[str, frozenset], float] | None:
@@ -50,7 +46,7 @@ def ping(env, *options: str) -> str:
     return job_id
 
 
-def test_a_worker_serves_its_job_metrics_to_prometheus(env, engine, tmp_path):  # noqa: F811
+def test_a_worker_serves_its_job_metrics_to_prometheus(env, engine, tmp_path):
     port = free_port()
     env = env | {
         "dramatiq_prom_host": "127.0.0.1",

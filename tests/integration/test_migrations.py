@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from .helpers import fresh_postgres_database, run_flask, service_env
-
-pytestmark = pytest.mark.integration
+from tests.support.processes import fresh_postgres_database, run_flask, service_env
 
 #: Tables the models need now; later issues add more, which the drift check covers.
 CORE_TABLES = {"branches", "users", "api_tokens", "leads", "lead_imports", "call_logs", "jobs", "job_errors"}

@@ -3,11 +3,10 @@ scheduler come up, and a job sent from the CLI goes through them."""
 
 from __future__ import annotations
 
-import pytest
 import redis
 import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     BIN,
     Service,
     free_port,
@@ -18,8 +17,6 @@ from .helpers import (
     wait_for,
     wait_for_job,
 )
-
-pytestmark = pytest.mark.integration
 
 
 def test_honcho_runs_every_process_of_the_procfile(postgres_url, redis_url, tmp_path):

@@ -11,23 +11,19 @@ from __future__ import annotations
 import os
 import signal
 
-import pytest
 import requests
-from audio_samples import amr, wav
-from s3_server import s3_server  # noqa: F401  (the fixture)
 
-from .helpers import job_row, wait_for, wait_for_job
-from .stack import send_chunks
-
-pytestmark = pytest.mark.integration
+from tests.support.audio_samples import amr, wav
+from tests.support.processes import job_row, wait_for, wait_for_job
+from tests.support.stack import send_chunks
 
 
-def bucket_keys(s3_server, bucket: str) -> list[str]:  # noqa: F811
+def bucket_keys(s3_server, bucket: str) -> list[str]:
     listed = s3_server.client().list_objects_v2(Bucket=bucket)
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
-def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):  # noqa: F811
+def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):
     audio = wav(1.0) + bytes(11 * 1024 * 1024)  # over 8 MiB: a multipart object
     upload_id = send_chunks(stack, audio, 12, order=[5, 0, 11, 3, 1, 2, 4, 10, 6, 9, 8, 7])
 
@@ -43,7 +39,7 @@ def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):  # n
     assert bucket_keys(s3_server, stack.bucket) == [f"edcrm/recordings/{stack.call_log_id}/{upload_id}.wav"]
 
 
-def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(stack, s3_server):  # noqa: F811
+def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(stack, s3_server):
     engine, worker = stack.engine, stack.worker
     audio = amr(3.0)
     upload_id = send_chunks(stack, audio, 4, order=[3, 2, 1, 0])

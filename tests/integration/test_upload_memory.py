@@ -11,13 +11,9 @@ import io
 import random
 from pathlib import Path
 
-import pytest
-from audio_samples import wav
-
-from .helpers import wait_for_job
-from .stack import Stack, send_chunks
-
-pytestmark = pytest.mark.integration
+from tests.support.audio_samples import wav
+from tests.support.processes import wait_for_job
+from tests.support.stack import Stack, send_chunks
 
 MIB = 1024 * 1024
 #: Less than a 16 MiB chunk (the default MAX_CHUNK_BYTES) or two 8 MiB S3 parts.

@@ -8,57 +8,17 @@ from __future__ import annotations
 
 import pytest
 import redis
-import sqlalchemy as sa
 
-from .helpers import (
+from tests.support.processes import (
     Service,
-    fresh_postgres_database,
     job_row,
     run_flask,
-    service_env,
     start_dramatiq,
     wait_for,
     wait_for_job,
 )
 
-pytestmark = pytest.mark.integration
-
 MAX_RETRIES = 3
-
-
-@pytest.fixture(scope="module")
-def database(postgres_url, tmp_path_factory):
-    """A PostgreSQL database of this module's own, migrated by `flask db upgrade` as an operator would."""
-    instance = tmp_path_factory.mktemp("instance")
-    with fresh_postgres_database(postgres_url) as url:
-        run_flask("db", "upgrade", env=service_env(DATABASE_URL=url, EDCRM_INSTANCE_PATH=instance))
-        yield url
-
-
-@pytest.fixture
-def engine(database):
-    engine = sa.create_engine(database)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-def env(database, redis_url, engine, tmp_path):
-    """The environment of the worker and the CLI, with an empty ledger and an empty Redis database."""
-    with engine.begin() as conn:
-        conn.execute(sa.text("TRUNCATE job_errors, jobs"))
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
-    return service_env(
-        REDIS_URL=redis_url,
-        DATABASE_URL=database,
-        JOB_MIN_BACKOFF_MS="50",
-        JOB_MAX_BACKOFF_MS="200",
-        EDCRM_INSTANCE_PATH=tmp_path / "instance",
-        STORAGE_URL=(tmp_path / "storage").as_uri(),
-        SECRET_KEY="x",
-    )
 
 
 class Worker:
