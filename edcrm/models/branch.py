@@ -7,11 +7,11 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model, db
 from .types import UTCDateTime, utcnow
 
 
-class Branch(db.Model):
+class Branch(Model):
     __tablename__ = "branches"
 
     id: Mapped[int] = mapped_column(primary_key=True)

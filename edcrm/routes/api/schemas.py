@@ -334,7 +334,8 @@ class JobSubject(Answer):
     url: str
 
 
-class Job(Answer):
+# pydantic's mypy plugin gives extra="allow" models an __init__(**kwargs), which clashes with the field.
+class Job(Answer):  # type: ignore[no-redef]
     id: str = Field(description="The Dramatiq message id.")
     actor: str
     queue: str
