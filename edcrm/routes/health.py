@@ -9,7 +9,7 @@ from flask import Blueprint, jsonify
 
 from ..extensions import db
 from ..jobs import broker
-from .api.schemas import Health
+from .api.schemas.meta import Health
 from .api.spec import operation
 
 bp = Blueprint("health", __name__)

@@ -14,7 +14,7 @@ import json
 from flask import Blueprint, Flask, current_app, render_template, request
 
 from .api.document import build
-from .api.schemas import OpenApiDocument
+from .api.schemas.meta import OpenApiDocument
 from .api.spec import operation
 
 bp = Blueprint("documentation", __name__)

@@ -20,7 +20,7 @@ from ...models.recording import MAX_CHUNKS
 from ...permissions import MAX_ID
 from ..converters import JobIdConverter
 from . import spec
-from .schemas import SHA256, UPLOAD_ID
+from .schemas.base import SHA256, UPLOAD_ID
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 RETRY_AFTER = {"Retry-After": {"$ref": "#/components/headers/RetryAfter"}}

@@ -19,7 +19,8 @@ from ..errors import ApiError
 from ..import_uploads import limit_request_size
 from . import bp
 from .inputs import parse
-from .schemas import Error, Import, ImportList, ImportQuery, ImportQueued, ImportUpload
+from .schemas.base import Error
+from .schemas.imports import Import, ImportList, ImportQuery, ImportQueued, ImportUpload
 from .serializers import import_json
 from .spec import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 
