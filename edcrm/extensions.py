@@ -45,11 +45,12 @@ login_manager = LoginManager()
 
 def __getattr__(name: str):
     if name == "csrf":
-        from flask_wtf import CSRFProtect
+        from flask_wtf import CSRFProtect  # on first use: workers never load Flask-WTF (see above)
 
         globals()["csrf"] = protect = CSRFProtect()
         return protect
     if name == "limiter":
+        # On first use: workers never load Flask-Limiter (see above).
         from flask_limiter import Limiter
         from flask_limiter.util import get_remote_address
 

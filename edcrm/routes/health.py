@@ -9,6 +9,7 @@ from flask import Blueprint, jsonify
 
 from ..extensions import db
 from ..jobs import broker
+from ..storage import get_storage
 from .api.schemas.meta import Health
 from .api.spec import operation
 
@@ -21,8 +22,6 @@ def _check_database() -> None:
 
 
 def _check_storage() -> None:
-    from ..storage import get_storage
-
     get_storage().check()
 
 
