@@ -81,7 +81,7 @@ def parse_bearer(header: str | None) -> str | None:
 
 def authenticate_token(plaintext: str) -> ApiToken | None:
     """The unrevoked token of an active user, or None; returned (not just its user) so that the caller
-    can revoke it (sign out), and used to keep last_used_at."""
+    can revoke it (sign out). Finding it records its use (last_used_at, to the minute)."""
     token = ApiToken.find_active(plaintext)
     if token is not None:
         _touch(token)

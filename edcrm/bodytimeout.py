@@ -21,6 +21,8 @@ import socket
 from flask import Flask, current_app, request
 from werkzeug.exceptions import RequestTimeout
 
+from .routes.errors import handle_http_exception
+
 log = logging.getLogger(__name__)
 
 
@@ -83,8 +85,6 @@ class BodyTimeoutMiddleware:
 
 
 def _answer(error: BodyTimeout):
-    from .routes.errors import handle_http_exception
-
     log.warning(
         "%s %s from %s: body stalled for %ss, cut off",
         request.method,

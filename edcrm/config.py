@@ -72,7 +72,8 @@ MIN_METRICS_TOKEN_LENGTH = 16
 
 
 def metrics_token(raw: str | None) -> str | None:
-    """The bearer token that Prometheus sends to /metrics; unset: only admins' API tokens open it."""
+    """The bearer token that Prometheus sends to /metrics; unset: nothing opens it, not even an admin's
+    API token (edcrm.auth.metrics_auth)."""
     token = (raw or "").strip()
     if not token:
         return None

@@ -8,9 +8,11 @@ connects anywhere when it is made or bound: Flask-Limiter's Redis storage connec
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, ClassVar
+
 from flask_login import LoginManager
 from flask_sqlalchemy import SQLAlchemy
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, Table, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -26,19 +28,29 @@ NAMING_CONVENTION = {
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    if TYPE_CHECKING:
+        # Every model maps a table (none a join or a select), so its __table__ has a Table's methods.
+        __table__: ClassVar[Table]
 
 
 db = SQLAlchemy(model_class=Base)
+# The models' base class. Flask-SQLAlchemy types db.Model as a variable, which mypy refuses as a base;
+# db.Model subclasses Base and adds nothing the models' code uses, so Base is what mypy checks them as.
+if TYPE_CHECKING:
+    Model = Base
+else:
+    Model = db.Model
 login_manager = LoginManager()
 
 
 def __getattr__(name: str):
     if name == "csrf":
-        from flask_wtf import CSRFProtect
+        from flask_wtf import CSRFProtect  # on first use: workers never load Flask-WTF (see above)
 
         globals()["csrf"] = protect = CSRFProtect()
         return protect
     if name == "limiter":
+        # On first use: workers never load Flask-Limiter (see above).
         from flask_limiter import Limiter
         from flask_limiter.util import get_remote_address
 

@@ -38,6 +38,7 @@ from limits.strategies import MovingWindowRateLimiter, RateLimiter
 
 from .auth import authenticate_password
 from .config import ConfigError
+from .extensions import limiter
 from .models import User
 
 log = logging.getLogger(__name__)
@@ -64,8 +65,6 @@ class _State:
 
 def init_app(app: Flask) -> None:
     """Bind Flask-Limiter (its storage per the config) and read LOGIN_RATE_LIMIT."""
-    from .extensions import limiter
-
     raw = app.config["LOGIN_RATE_LIMIT"]
     try:
         parsed = parse_many(raw)
@@ -107,8 +106,6 @@ def _budgets(email: str) -> list[tuple[str, str, str]]:
 
 def _storage_call(method: str, *args):
     """strategy.method(limit, *args) on the shared storage, or on this process's memory if it fails."""
-    from .extensions import limiter
-
     state: _State = current_app.extensions[EXTENSION]
     try:
         return getattr(limiter.limiter, method)(state.limit, *args)

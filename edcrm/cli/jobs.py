@@ -13,7 +13,7 @@ from ..extensions import db
 from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, ledger
 from ..models import Job, JobState
 from ..routes.api.serializers import job_record
-from . import edcrm_cli
+from .group import edcrm_cli
 
 
 @edcrm_cli.group("jobs")
@@ -90,6 +90,7 @@ def prune():
 @click.option("--wait", "wait_seconds", type=float, default=0, help="Seconds to wait for a final state.")
 def ping(fail, wait_seconds):
     """Send a no-op job to the workers and print its id (and, with --wait, its final state)."""
+    # Not at the top: create_app imports edcrm.cli before it configures the broker, the actors after.
     from ..actors.maintenance import ping as ping_actor
 
     message = ping_actor.send(fail=fail)

@@ -12,7 +12,7 @@ from sqlalchemy.engine import CursorResult
 from ..extensions import db
 from ..models import ApiToken, Branch, Role, User
 from ..models.types import utcnow
-from . import edcrm_cli
+from .group import edcrm_cli
 
 DEMO_BRANCH = "Demo Branch"
 DEMO_TOKEN_NAME = "demo"

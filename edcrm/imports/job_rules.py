@@ -15,6 +15,7 @@ from ..extensions import db
 from ..jobs.subjects import Subject
 from ..models import ImportStatus, LeadImport
 from ..models.types import utcnow
+from ..storage import get_storage
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,6 @@ def job_cancelled(subject: Subject) -> None:
 
 def _delete_file_after(import_id: int) -> None:
     """Runs after the commit, in a session of its own (the committing one can't be used from here)."""
-    from ..storage import get_storage
-
     with sa.orm.Session(db.engine) as session:
         lead_import = session.get(LeadImport, import_id)
         if lead_import is None or not lead_import.storage_key:

@@ -24,6 +24,7 @@ from ..models import ImportStatus, LeadImport, Role, User
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
 from . import job_rules
+from .reader import NotCsv, detect_encoding
 
 log = logging.getLogger(__name__)
 
@@ -155,8 +156,6 @@ def _read_sample(fileobj: Readable, size: int) -> bytes:
 
 
 def _check_is_csv(sample: bytes) -> None:
-    from .reader import NotCsv, detect_encoding
-
     if not sample:
         raise EmptyFile("The file is empty.")
     try:

@@ -7,7 +7,7 @@ valid. Emails are checked for syntax only (the WHATWG "valid e-mail address", wi
 Speed: phonenumbers.parse costs ~20 µs, most of a million-row import. The common shapes of an Indian
 mobile (`9876543210`, `+91 98765 43210`, `09876-543210`, `919876543210`) take a fast path that checks
 the digits against phonenumbers' own metadata pattern for Indian mobiles; anything else goes through
-phonenumbers in full. tests/test_import_validation.py checks that both paths always agree.
+phonenumbers in full. tests/imports/test_import_validation.py checks that both paths always agree.
 """
 
 from __future__ import annotations

@@ -53,6 +53,7 @@ class WorkerPrometheus(Prometheus):
         from .. import metrics  # noqa: F401
 
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = DB_PATH
+        # After edcrm.metrics, whose import picks prometheus_client's mode (in memory) for the web's.
         from prometheus_client import values
 
         # A value class of its own, with its own open files, writing into DB_PATH from now on.

@@ -7,16 +7,16 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model, db
 from .types import UTCDateTime, utcnow
 
 
-class Branch(db.Model):
+class Branch(Model):
     __tablename__ = "branches"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(sa.String(120), unique=True)
-    # Where round-robin assignment of imported leads resumes (see the import pipeline).
+    # Where round-robin assignment of imported leads resumes (edcrm.imports.distribution).
     lead_cursor: Mapped[int] = mapped_column(default=0, server_default="0")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
+from ..extensions import Model, db
 from .lead import Lead
 from .recording import Recording
 from .types import UTCDateTime, str_enum, utcnow
@@ -21,7 +21,7 @@ class CallOutcome(enum.StrEnum):
     INVALID_NUMBER = "invalid_number"
 
 
-class CallLog(db.Model):
+class CallLog(Model):
     __tablename__ = "call_logs"
     __table_args__ = (sa.CheckConstraint("duration_seconds >= 0", name="duration_not_negative"),)
 

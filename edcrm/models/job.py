@@ -12,7 +12,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
+from ..extensions import Model
 from .types import JSONType, UTCDateTime, str_enum, utcnow
 
 
@@ -36,7 +36,7 @@ PENDING = (JobState.ENQUEUED, JobState.RUNNING, JobState.RETRYING)
 FINAL = (JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED)
 
 
-class Job(db.Model):
+class Job(Model):
     __tablename__ = "jobs"
     __table_args__ = (
         sa.Index("ix_jobs_state_finished_at", "state", "finished_at"),
@@ -76,7 +76,7 @@ class Job(db.Model):
     )
 
 
-class JobError(db.Model):
+class JobError(Model):
     """One failed attempt of a job: append-only, so concurrent attempts never lose one."""
 
     __tablename__ = "job_errors"

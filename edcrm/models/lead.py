@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model
 from .types import UTCDateTime, str_enum, utcnow
 
 
@@ -21,7 +21,7 @@ class LeadStatus(enum.StrEnum):
     LOST = "lost"
 
 
-class Lead(db.Model):
+class Lead(Model):
     __tablename__ = "leads"
     __table_args__ = (
         # A phone is one lead per branch: the import pipeline counts a second one as a duplicate.

@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from ..extensions import db
+from ..extensions import Model
 from .types import JSONType, UTCDateTime, str_enum, utcnow
 
 
@@ -24,7 +24,7 @@ class ImportStatus(enum.StrEnum):
 FINAL_STATUSES = frozenset({ImportStatus.COMPLETED, ImportStatus.FAILED, ImportStatus.CANCELLED})
 
 
-class LeadImport(db.Model):
+class LeadImport(Model):
     __tablename__ = "lead_imports"
     __table_args__ = (sa.Index("ix_lead_imports_branch_id_id", "branch_id", "id"),)
 
@@ -65,7 +65,7 @@ class LeadImport(db.Model):
         return f"<LeadImport {self.id} {self.status.value}>"
 
 
-class ImportRejection(db.Model):
+class ImportRejection(Model):
     """A row of an import's file that did not become a lead (invalid, or a duplicate), with its reasons.
 
     Written in the same transaction as the leads of its batch, so a redelivered job never lists a row

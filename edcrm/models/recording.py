@@ -14,7 +14,7 @@ from datetime import datetime
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from ..extensions import db
+from ..extensions import Model, db
 from .types import UTCDateTime, str_enum, utcnow
 
 #: The most chunks one upload may announce.
@@ -75,7 +75,7 @@ def new_upload_id() -> str:
     return secrets.token_hex(16)
 
 
-class RecordingUpload(db.Model):
+class RecordingUpload(Model):
     __tablename__ = "recording_uploads"
     __table_args__ = (
         sa.CheckConstraint(f"expected_chunks BETWEEN 1 AND {MAX_CHUNKS}", name="expected_chunks_range"),
@@ -139,7 +139,7 @@ class RecordingUpload(db.Model):
         return [index for index in range(self.expected_chunks) if index not in have]
 
 
-class RecordingChunk(db.Model):
+class RecordingChunk(Model):
     """One received chunk. Arrival is a set of rows keyed by index, never a counter, so a resent chunk
     counts once and concurrent chunks cannot lose each other's update."""
 
@@ -154,7 +154,7 @@ class RecordingChunk(db.Model):
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
 
-class Recording(db.Model):
+class Recording(Model):
     """A stored recording of a call. A call log's recording is its latest one."""
 
     __tablename__ = "recordings"

@@ -15,7 +15,7 @@ import logging
 import os
 import struct
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import IO
 
 import mutagen
 from mutagen.aac import AAC as AACFile
@@ -102,7 +102,7 @@ _AMR_FRAMES = {AMR: (AMR_MAGIC, AMR_FRAME_BYTES), AMR_WB: (AMR_WB_MAGIC, AMR_WB_
 _PARSE_ERRORS = (mutagen.MutagenError, ValueError, LookupError, ArithmeticError, struct.error, EOFError)
 
 
-def examine(audio_type: AudioType, file: BinaryIO) -> float | None:
+def examine(audio_type: AudioType, file: IO[bytes]) -> float | None:
     """Check that file is a whole recording of audio_type; its length in seconds (None for WebM, whose
     length is often not written down). NotAudio, with the reason, if its container does not parse,
     holds no audio, or is shorter than its header says."""
@@ -135,7 +135,7 @@ def examine(audio_type: AudioType, file: BinaryIO) -> float | None:
     return round(float(length), 3)
 
 
-def duration(audio_type: AudioType, file: BinaryIO) -> float | None:
+def duration(audio_type: AudioType, file: IO[bytes]) -> float | None:
     """The recording's length in seconds, or None where it cannot be read (WebM, a damaged file)."""
     try:
         return examine(audio_type, file)
@@ -144,13 +144,13 @@ def duration(audio_type: AudioType, file: BinaryIO) -> float | None:
         return None
 
 
-def _file_size(file: BinaryIO) -> int:
+def _file_size(file: IO[bytes]) -> int:
     size = file.seek(0, os.SEEK_END)
     file.seek(0)
     return size
 
 
-def _check_wav(file: BinaryIO) -> None:
+def _check_wav(file: IO[bytes]) -> None:
     """The RIFF chunks up to `data`: a format chunk, and audio data that is in the file whole (mutagen
     reads the length from the header, which a cut-off file still has)."""
     size, offset, has_format = _file_size(file), 12, False
@@ -182,9 +182,9 @@ _TRACKS, _SIMPLE_BLOCK, _BLOCK_GROUP = 0x1654AE6B, 0xA3, 0xA0
 _WEBM_MAX_ELEMENTS = 10_000
 
 
-def _ebml_number(file: BinaryIO, *, keep_marker: bool) -> tuple[int | None, int]:
-    """An EBML variable-length number (an element ID with its marker bit, or a size without): (value,
-    its length in bytes); value None for a size of all ones ("unknown", as live recorders write)."""
+def _ebml_number(file: IO[bytes], *, keep_marker: bool) -> tuple[int, bool]:
+    """An EBML variable-length number (an element ID with its marker bit, or a size without), and
+    whether its value bits are all ones (for a size: "unknown", as live recorders write)."""
     first = file.read(1)
     if not first or first[0] == 0:
         raise NotAudio("it looks like WebM audio, but its contents cannot be read as WebM")
@@ -196,17 +196,17 @@ def _ebml_number(file: BinaryIO, *, keep_marker: bool) -> tuple[int | None, int]
     all_ones = value == (0xFF >> length)
     for byte in rest:
         value, all_ones = (value << 8) | byte, all_ones and byte == 0xFF
-    return (None if all_ones and not keep_marker else value), length
+    return value, all_ones
 
 
-def _ebml_element(file: BinaryIO) -> tuple[int, int | None, int]:
+def _ebml_element(file: IO[bytes]) -> tuple[int, int | None, int]:
     """The next element's header: (ID, size or None if unknown, where its data starts)."""
     element_id, _ = _ebml_number(file, keep_marker=True)
-    size, _ = _ebml_number(file, keep_marker=False)
-    return element_id, size, file.tell()
+    size, unknown = _ebml_number(file, keep_marker=False)
+    return element_id, (None if unknown else size), file.tell()
 
 
-def _check_webm(file: BinaryIO) -> None:
+def _check_webm(file: IO[bytes]) -> None:
     """An EBML header naming WebM or Matroska, then a Segment with tracks and at least one block of
     media in a Cluster (a file of headers only holds no audio)."""
     size = _file_size(file)
@@ -249,7 +249,7 @@ def _check_webm(file: BinaryIO) -> None:
     raise NotAudio("the WebM file holds no audio")
 
 
-def _amr_duration(file: BinaryIO, magic_length: int, frame_bytes: dict[int, int]) -> float | None:
+def _amr_duration(file: IO[bytes], magic_length: int, frame_bytes: dict[int, int]) -> float | None:
     """Walk the frames of raw AMR (RFC 4867 section 5): a header byte whose frame type gives the size
     of the data that follows; every frame lasts 20 ms. None if a frame type is one never sent."""
     file.seek(magic_length)

@@ -32,7 +32,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from itertools import chain, islice
-from typing import BinaryIO
+from typing import IO, BinaryIO
 
 import sqlalchemy as sa
 
@@ -158,7 +158,7 @@ def _detect(head: bytes, upload_id: str) -> audio.AudioType:
         raise UploadUnusable(f"upload {upload_id} is not a recording: {error}") from None
 
 
-def _examine(kind: audio.AudioType, spool: BinaryIO, upload_id: str) -> float | None:
+def _examine(kind: audio.AudioType, spool: IO[bytes], upload_id: str) -> float | None:
     """The duration of the spooled recording, parsed as kind (read by seeking in the file on disk);
     UploadUnusable if it only starts like audio: a container that does not parse, no audio in it, or
     less data than its header announces."""

@@ -22,6 +22,7 @@ from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
+from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import jobs, metrics, spool
 from ..extensions import db
@@ -203,7 +204,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
     limit = current_app.config["MAX_RECORDING_BYTES"]
     now, stored, replaced, committing = utcnow(), False, True, False
     try:
-        claimed = db.session.execute(
+        claimed: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
             sa.update(RecordingUpload)
             .where(RecordingUpload.id == upload_id, RecordingUpload.status == UploadStatus.RECEIVING)
             .values(updated_at=now)
@@ -251,13 +252,12 @@ def _delete_quietly(key: str) -> None:
 
 def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> None:
     """Insert or replace the chunk's row (the caller commits)."""
-    dialect = db.session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     values = {"upload_id": upload_id, "index": index, "size": size, "sha256": sha256, "received_at": now}
-    statement = insert(RecordingChunk).values(values)
+    statement: postgresql.Insert | sqlite.Insert
+    if db.session.get_bind().dialect.name == "postgresql":
+        statement = postgresql.insert(RecordingChunk).values(values)
+    else:
+        statement = sqlite.insert(RecordingChunk).values(values)
     db.session.execute(
         statement.on_conflict_do_update(
             index_elements=["upload_id", "index"],
@@ -317,7 +317,7 @@ def cancel(upload: RecordingUpload) -> None:
     """Drop an upload and the bytes it received (not while the actor is finalizing it). The state
     changes first, in the transaction that removes the chunks: it waits for a chunk being recorded,
     and a chunk whose body is still arriving finds the upload cancelled."""
-    ended = db.session.execute(
+    ended: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
         sa.update(RecordingUpload)
         .where(
             RecordingUpload.id == upload.id,

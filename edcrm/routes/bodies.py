@@ -119,5 +119,6 @@ class Request(FlaskRequest):
 
 
 def init_app(app: Flask) -> None:
-    app.wsgi_app = WholeBodyMiddleware(app.wsgi_app)
+    # Flask documents wrapping wsgi_app in middleware this way; its typing declares wsgi_app a method.
+    app.wsgi_app = WholeBodyMiddleware(app.wsgi_app)  # type: ignore[method-assign]
     app.request_class = Request

@@ -9,7 +9,8 @@ from flask import Blueprint, jsonify
 
 from ..extensions import db
 from ..jobs import broker
-from .api.schemas import Health
+from ..storage import get_storage
+from .api.schemas.meta import Health
 from .api.spec import operation
 
 bp = Blueprint("health", __name__)
@@ -21,8 +22,6 @@ def _check_database() -> None:
 
 
 def _check_storage() -> None:
-    from ..storage import get_storage
-
     get_storage().check()
 
 

@@ -29,8 +29,9 @@ def parse_telecaller_ids(values: Iterable[str]) -> list[int]:
     """The ids of repeated fields and/or comma-separated values, in order, without repeats.
 
     Each value is one id or several separated by commas, with blanks (spaces, tabs, line breaks) around
-    them: the form edcrm/openapi.json gives. ValueError names the pieces that are not ids (ASCII digits
-    within 1..MAX_ID, no leading zero), an empty one included.
+    them: the form the OpenAPI document gives (edcrm.routes.api.schemas.imports.TELECALLER_IDS_PATTERN).
+    ValueError names the pieces that are not ids (ASCII digits within 1..MAX_ID, no leading zero), an
+    empty one included.
     """
     ids, bad = [], []
     for value in values:

@@ -8,7 +8,7 @@ from flask import Blueprint, Response
 from .. import metrics as web_metrics
 from ..auth import metrics_auth
 from ..extensions import csrf
-from .api.schemas import Error
+from .api.schemas.base import Error
 from .api.spec import operation
 
 bp = Blueprint("metrics", __name__)

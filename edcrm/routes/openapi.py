@@ -14,7 +14,7 @@ import json
 from flask import Blueprint, Flask, current_app, render_template, request
 
 from .api.document import build
-from .api.schemas import OpenApiDocument
+from .api.schemas.meta import OpenApiDocument
 from .api.spec import operation
 
 bp = Blueprint("documentation", __name__)
@@ -48,9 +48,7 @@ def document(app: Flask) -> bytes:
 )
 def openapi_json():
     """This document"""
-    response = current_app.response_class(
-        document(current_app._get_current_object()), mimetype="application/json"
-    )
+    response = current_app.response_class(document(current_app), mimetype="application/json")
     response.add_etag()  # clients and tools may revalidate instead of fetching it again
     return response.make_conditional(request)
 

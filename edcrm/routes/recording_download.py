@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import PurePosixPath
 
 from flask import Response, redirect
+from werkzeug.wrappers import Response as BaseResponse
 
 from ..models import Recording
 from ..storage import BLOCK_SIZE, get_storage
@@ -14,7 +15,7 @@ from ..storage import BLOCK_SIZE, get_storage
 DOWNLOAD_URL_SECONDS = 300
 
 
-def download(recording: Recording) -> Response:
+def download(recording: Recording) -> BaseResponse:
     storage = get_storage()
     filename = f"call-{recording.call_log_id}-recording{PurePosixPath(recording.storage_key).suffix}"
     url = storage.url_for_download(

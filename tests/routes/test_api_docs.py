@@ -8,7 +8,7 @@ import re
 from importlib import resources
 
 from edcrm.routes.api.document import build
-from edcrm.routes.api.schemas import TokenRequest
+from edcrm.routes.api.schemas.auth import TokenRequest
 
 
 def directives(response) -> dict[str, list[str]]:

@@ -13,7 +13,8 @@ from ...extensions import db
 from ...models import ApiToken
 from ..errors import ApiError
 from . import bp
-from .schemas import Error, TokenRequest, TokenResponse
+from .schemas.auth import TokenRequest, TokenResponse
+from .schemas.base import Error
 from .serializers import user_json
 from .spec import JSON_BODY, UNAUTHORIZED, operation
 

@@ -9,8 +9,8 @@ from ...extensions import db
 from ...models import CallLog, Role
 from ...permissions import call_log_for, lead_for
 from . import bp
-from .schemas import CallLog as CallLogAnswer
-from .schemas import CallLogRequest
+from .schemas.leads import CallLog as CallLogAnswer
+from .schemas.leads import CallLogRequest
 from .serializers import call_log_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, operation
 

@@ -11,6 +11,7 @@ from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ...auth import api_auth
 from ...extensions import db
+from ...imports.report import iter_error_report
 from ...imports.upload import FileTooLarge, start_import
 from ...models import ImportStatus, LeadImport, Role
 from ...permissions import import_for, visible_imports
@@ -19,7 +20,8 @@ from ..errors import ApiError
 from ..import_uploads import limit_request_size
 from . import bp
 from .inputs import parse
-from .schemas import Error, Import, ImportList, ImportQuery, ImportQueued, ImportUpload
+from .schemas.base import Error
+from .schemas.imports import Import, ImportList, ImportQuery, ImportQueued, ImportUpload
 from .serializers import import_json
 from .spec import FORBIDDEN, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 
@@ -117,8 +119,6 @@ def get_import(import_id: int):
 
 def error_report_response(lead_import: LeadImport) -> Response:
     """The import's rejected rows as a streamed CSV download (shared with the page route)."""
-    from ...imports.report import iter_error_report
-
     rows = stream_with_context(iter_error_report(lead_import))
     response = Response(rows, mimetype="text/csv")
     filename = f"import-{lead_import.id}-errors.csv"

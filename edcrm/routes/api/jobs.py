@@ -14,7 +14,8 @@ from ...models import Role
 from ...permissions import job_for, visible_jobs
 from . import bp
 from .pagination import encode_job_cursor
-from .schemas import Error, Job, JobList, JobQuery, RetryFilter, RetryReport
+from .schemas.base import Error
+from .schemas.jobs import Job, JobList, JobQuery, RetryFilter, RetryReport
 from .serializers import job_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation, unavailable
 

@@ -10,7 +10,7 @@ from ...models import Lead
 from ...permissions import visible_leads
 from . import bp
 from .pagination import paginate
-from .schemas import LeadPage, LeadQuery
+from .schemas.leads import LeadPage, LeadQuery
 from .serializers import lead_json
 from .spec import UNAUTHORIZED, VALIDATION_FAILED, operation
 

@@ -17,7 +17,15 @@ from ..errors import ApiError
 from ..recording_download import download
 from . import bp
 from .inputs import parse
-from .schemas import Error, JobAccepted, RecordingUpload, Upload, UploadCreated, UploadProgress, UploadRequest
+from .schemas.base import Error
+from .schemas.recordings import (
+    JobAccepted,
+    RecordingUpload,
+    Upload,
+    UploadCreated,
+    UploadProgress,
+    UploadRequest,
+)
 from .serializers import upload_json, upload_progress_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, operation, unavailable
 

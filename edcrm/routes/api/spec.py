@@ -22,7 +22,7 @@ from spectree.plugins.werkzeug_utils import flask_response_unpack
 from spectree.response import Response
 
 from .inputs import json_object, optional_json_object, parse
-from .schemas import Error
+from .schemas.base import Error
 
 #: The shared error answers, by the description the document keeps once (components/responses).
 UNAUTHORIZED = (Error, "No token, or an unknown or revoked one, or its user is deactivated (`unauthorized`).")

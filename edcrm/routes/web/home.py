@@ -16,6 +16,7 @@ HOME_LINKS = [
     ("/imports/new", "Import leads from a CSV", (Role.ADMIN,)),
     ("/imports", "Past imports", (Role.ADMIN,)),
     ("/jobs", "Background jobs", (Role.ADMIN,)),
+    ("/api/docs", "The API's interactive documentation", ()),
     ("/api/openapi.json", "The API (OpenAPI document)", ()),
     ("/healthz", "Health of the database, broker and storage", (Role.ADMIN,)),
 ]

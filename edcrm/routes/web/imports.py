@@ -63,7 +63,8 @@ def new_import():
 
     upload = form.file.data
     try:
-        lead_import = start_import(g.user, upload.stream, upload.filename, form.telecaller_ids.data)
+        # The field is required, so a validated form has ids; `or []` only narrows the type.
+        lead_import = start_import(g.user, upload.stream, upload.filename, form.telecaller_ids.data or [])
     except ImportRejected as error:
         return _refused(error, form)
     finally:

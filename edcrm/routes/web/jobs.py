@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from flask import flash, g, redirect, render_template, request, url_for
 from markupsafe import Markup
@@ -36,7 +37,7 @@ def _filter_from(args) -> listing.JobFilter:
     return listing.JobFilter(visible_jobs(g.user), state=state, queue=name("queue"), actor=name("actor"))
 
 
-def filter_args(where: listing.JobFilter, **changes) -> dict[str, str]:
+def filter_args(where: listing.JobFilter, **changes) -> dict[str, Any]:
     """The query string of a filter, with some of its choices changed (None drops one)."""
     args = {"state": where.state.value if where.state else None, "queue": where.queue, "actor": where.actor}
     args.update(changes)

@@ -38,7 +38,8 @@ def login():
     status, headers = 200, {}
     if form.validate_on_submit():
         try:
-            user = login_limit.authenticate(form.email.data, form.password.data)
+            # Both fields are required, so a validated form has them; `or ""` only narrows the type.
+            user = login_limit.authenticate(form.email.data or "", form.password.data or "")
         except login_limit.TooManySignIns as exc:
             form.form_errors.append(str(exc))
             status, headers = 429, {"Retry-After": str(exc.retry_after)}

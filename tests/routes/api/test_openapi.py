@@ -214,7 +214,7 @@ def telecaller_ids_pattern() -> str:
     """The pattern of a telecaller_ids value of POST /api/imports, from the schema the document is
     generated from (read here, not through the app: hypothesis runs a test many times, and a
     function-scoped fixture only once)."""
-    from edcrm.routes.api.schemas import ImportUpload
+    from edcrm.routes.api.schemas.imports import ImportUpload
 
     ids = ImportUpload.model_json_schema()["properties"]["telecaller_ids"]
     return ids["items"]["pattern"]
