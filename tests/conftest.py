@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import dramatiq
+import dramatiq.worker
 import pytest
 
 # Before the helpers are imported, so that their asserts explain themselves as the tests' own do.
@@ -88,7 +89,10 @@ def stub_broker(app):
 
 
 @pytest.fixture
-def stub_worker(stub_broker):
+def stub_worker(stub_broker, monkeypatch):
+    # A paused consumer thread leaves its consumer and sleeps the restart delay (3 s) before it says
+    # it is paused: Worker.pause() would take that long. One poll of the worker's is enough here.
+    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)
     worker.start()
     yield worker
