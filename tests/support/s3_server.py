@@ -13,12 +13,16 @@ import logging
 import socket
 import threading
 import uuid
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
 from botocore.retries.standard import ExponentialBackoff
 
 from edcrm.storage.s3 import client_config
+
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
 #: Dummy credentials and region: moto checks neither, but boto3 refuses to sign without them.
 AWS_ENV = {
@@ -52,7 +56,7 @@ class MotoS3Server:
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._server = None
+        self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
         self._client = None
 
@@ -83,7 +87,8 @@ class MotoS3Server:
     def stop(self) -> None:
         if self._server is not None:
             self._server.shutdown()
-            self._thread.join()
+            if self._thread is not None:
+                self._thread.join()
             self._server = None
 
     @contextlib.contextmanager
