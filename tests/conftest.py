@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 import dramatiq
+import dramatiq.worker
 import pytest
 
 # Before the helpers are imported, so that their asserts explain themselves as the tests' own do.
@@ -18,7 +19,6 @@ from edcrm.extensions import db  # noqa: E402
 from edcrm.jobs import broker_of, records  # noqa: E402
 from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import Branch, Role  # noqa: E402
-from tests.support.database import sqlite_database  # noqa: E402
 from tests.support.jobs import JOB_BACKOFFS  # noqa: E402
 from tests.support.people import hash_each_password_once, make_user  # noqa: E402
 from tests.support.routing import compile_rules_once  # noqa: E402
@@ -52,14 +52,14 @@ def _no_environment(monkeypatch):
 
 
 @pytest.fixture
-def app(tmp_path, sqlite_schema):
+def app(tmp_path, new_sqlite_database):
     app = create_app(
         {
             "TESTING": True,
             "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
             **JOB_BACKOFFS,
             "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": sqlite_database(sqlite_schema, tmp_path / "edcrm.sqlite3"),
+            "SQLALCHEMY_DATABASE_URI": new_sqlite_database(),
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
             "WTF_CSRF_ENABLED": False,
         }
@@ -88,7 +88,10 @@ def stub_broker(app):
 
 
 @pytest.fixture
-def stub_worker(stub_broker):
+def stub_worker(stub_broker, monkeypatch):
+    # A paused consumer thread leaves its consumer and sleeps the restart delay (3 s) before it says
+    # it is paused: Worker.pause() would take that long. One poll of the worker's is enough here.
+    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
     worker = dramatiq.Worker(stub_broker, worker_timeout=50)
     worker.start()
     yield worker

@@ -317,9 +317,10 @@ def test_s3_back_during_the_backoff_the_retry_succeeds_on_its_own(
 ):
     """S3 is down when the job first runs: the attempt fails, the job waits its backoff with every chunk
     kept; S3 comes back (same port) and the next attempt, with no operator, stores the recording."""
-    # A backoff long enough to look at the chunks between the attempts (2 to 4 s, with the jitter).
-    monkeypatch.setitem(process_chunked_recording.options, "min_backoff", 4_000)
-    monkeypatch.setitem(process_chunked_recording.options, "max_backoff", 4_000)
+    # A backoff long enough to pause the worker before the retry runs (1 to 2 s, with the jitter): the
+    # pause takes one poll of the worker's (stub_worker), the rest of the backoff is waited out after it.
+    monkeypatch.setitem(process_chunked_recording.options, "min_backoff", 2_000)
+    monkeypatch.setitem(process_chunked_recording.options, "max_backoff", 2_000)
     audio = amr(2.0)
     upload = chunked(telecaller, call_log, audio, 5, sha256=hashlib.sha256(audio).hexdigest())
     chunk_keys = s3_keys(s3_server, s3_app)

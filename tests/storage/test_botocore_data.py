@@ -24,11 +24,24 @@ def no_slim_folder(tmp_path, monkeypatch):
     return botocore_data.data_folder()
 
 
+@pytest.fixture(scope="module")
+def slim_cache(tmp_path_factory):
+    """The data, made as make's install step makes it: once for the module, as the tests only read it
+    (making it costs a second)."""
+    cache = tmp_path_factory.mktemp("botocore-cache")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setenv("EDCRM_BOTOCORE_CACHE", str(cache))
+        monkeypatch.delenv("AWS_DATA_PATH", raising=False)
+        assert botocore_data.main([]) == 0
+    return cache
+
+
 @pytest.fixture
-def slim_folder(no_slim_folder):
-    """The data, made as make's install step makes it."""
-    assert botocore_data.main([]) == 0
-    return no_slim_folder
+def slim_folder(slim_cache, monkeypatch):
+    """Where the data is, made."""
+    monkeypatch.setenv("EDCRM_BOTOCORE_CACHE", str(slim_cache))
+    monkeypatch.delenv("AWS_DATA_PATH", raising=False)
+    return botocore_data.data_folder()
 
 
 def clients(region: str, **options):

@@ -4,8 +4,9 @@ A test user's stored password hash is made once per distinct password and sessio
 test's work factor (TEST_HASH_METHOD): the production one costs a tenth of a second or more to make and
 again to check, and the suite makes hundreds of users and signs in hundreds of times. Checking still goes
 through the production code (`User.check_password`, which reads the work factor from the stored hash).
-`User.set_password` (the CLI's seed-demo and create-user) keeps the production work factor, and hashes
-each distinct password once per session too (`hash_each_password_once`).
+`User.set_password` (the CLI's seed-demo and create-user) keeps the production work factor: it hashes
+each distinct password once per session, and `User.check_password` checks a password against a hash
+once (`hash_each_password_once`).
 """
 
 from __future__ import annotations
@@ -32,8 +33,11 @@ def password_hash(password: str) -> str:
 
 def hash_each_password_once() -> None:
     """User.set_password hashes a password it has hashed before in this session to the same stored hash
-    (the same salt): its work factor stays the production one, and it costs once per password."""
+    (the same salt): its work factor stays the production one, and it costs once per password.
+    User.check_password checks a password against a stored hash once per session likewise (the answer
+    is a function of the two): the CLI's tests sign in with the seeded passwords again and again."""
     user_model.generate_password_hash = functools.cache(user_model.generate_password_hash)
+    user_model.check_password_hash = functools.cache(user_model.check_password_hash)
 
 
 def make_user(

@@ -11,12 +11,18 @@ from __future__ import annotations
 import contextlib
 import logging
 import socket
+import threading
 import uuid
+from typing import TYPE_CHECKING
 
 import boto3
 import pytest
+from botocore.retries.standard import ExponentialBackoff
 
 from edcrm.storage.s3 import client_config
+
+if TYPE_CHECKING:
+    from werkzeug.serving import BaseWSGIServer
 
 #: Dummy credentials and region: moto checks neither, but boto3 refuses to sign without them.
 AWS_ENV = {
@@ -38,13 +44,20 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+#: How often the server's loop looks for a shutdown (s): every stop waits for it (socketserver's 0.5 s
+#: default would be half a second per outage a test plays and per module), and idle it costs nothing.
+POLL_INTERVAL = 0.01
+
+
 class MotoS3Server:
-    """A ThreadedMotoServer that can be stopped and started again on the same port."""
+    """moto's S3 app served by werkzeug in a thread (as moto's ThreadedMotoServer does, with a shorter
+    shutdown poll), that can be stopped and started again on the same port."""
 
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"
-        self._server = None
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
         self._client = None
 
     @property
@@ -52,16 +65,30 @@ class MotoS3Server:
         return self._server is not None
 
     def start(self) -> None:
-        from moto.server import ThreadedMotoServer  # moto loads slowly: only when a test needs it
+        # moto loads slowly: only when a test needs it.
+        from moto.moto_server.werkzeug_app import (
+            DomainDispatcherApplication,
+            MotoRequestHandler,
+            create_backend_app,
+        )
+        from werkzeug.serving import make_server
 
         if self._server is None:
-            server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-            server.start()
-            self._server = server
+            app = DomainDispatcherApplication(create_backend_app)
+            server = make_server(
+                "127.0.0.1", self.port, app, threaded=True, request_handler=MotoRequestHandler
+            )
+            thread = threading.Thread(
+                target=server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True
+            )
+            thread.start()
+            self._server, self._thread = server, thread
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()
+            self._server.shutdown()
+            if self._thread is not None:
+                self._thread.join()
             self._server = None
 
     @contextlib.contextmanager
@@ -90,13 +117,18 @@ class MotoS3Server:
 
 @pytest.fixture(scope="module")
 def s3_server():
-    """moto's S3 server for this module's tests, with dummy AWS credentials in the environment."""
+    """moto's S3 server for this module's tests, with dummy AWS credentials in the environment.
+
+    botocore retries a request S3 fails (a refused connection, a 5xx) as often as the app's client
+    config says, but without its backoff sleeps: a test that takes S3 down would otherwise wait a few
+    tenths of a second on every request it makes of it."""
     # The server logs a line per request on the werkzeug logger; tests read them only on failure.
     logging.getLogger("werkzeug").setLevel(logging.WARNING)
     with pytest.MonkeyPatch.context() as monkeypatch:
         for name, value in AWS_ENV.items():
             monkeypatch.setenv(name, value)
         monkeypatch.delenv("AWS_PROFILE", raising=False)
+        monkeypatch.setattr(ExponentialBackoff, "delay_amount", lambda self, context: 0)
         server = MotoS3Server()
         server.start()
         try:

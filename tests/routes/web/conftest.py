@@ -7,19 +7,18 @@ import pytest
 from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.models import Branch, Role
-from tests.support.database import sqlite_database
 from tests.support.people import make_user
 
 
 @pytest.fixture
-def csrf_app(tmp_path, monkeypatch, sqlite_schema):
+def csrf_app(tmp_path, monkeypatch, new_sqlite_database):
     """The app as it runs for real: forms need their CSRF token."""
     monkeypatch.setenv("EDCRM_INSTANCE_PATH", str(tmp_path / "csrf-instance"))
     app = create_app(
         {
             "TESTING": True,
             "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": sqlite_database(sqlite_schema, tmp_path / "csrf.sqlite3"),
+            "SQLALCHEMY_DATABASE_URI": new_sqlite_database(),
             "STORAGE_URL": (tmp_path / "storage").as_uri(),
             "WTF_CSRF_ENABLED": True,
         }
