@@ -10,7 +10,7 @@ from periodiq import cron
 
 from .. import spool
 from ..jobs import actor, ledger
-from ..recordings.uploads import prune_stale, prune_strays
+from ..recordings.pruning import prune_stale, prune_strays
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,7 @@
 """Upload sessions: how a recording's bytes reach storage before the recordings actor finalizes them.
 
-Refusals are `UploadRejected` errors that say what happened (edcrm.routes.errors answers them). Chunks
+Refusals are `UploadRejected` errors (edcrm.recordings.errors) that say what happened (edcrm.routes.errors
+answers them). Chunks
 and one-shot files stream through a hashing, counting reader into a spool file on local disk
 (edcrm.spool), then into storage only once they are whole and verified, so that a bad copy never
 replaces a good one and nothing sits in memory whole. Web and workers share nothing but the database and
@@ -18,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
-from datetime import timedelta
 
 import sqlalchemy as sa
 from flask import current_app
@@ -26,66 +26,19 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import jobs, metrics, spool
 from ..extensions import db
-from ..models import CallLog, Job, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
+from ..models import CallLog, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
 from ..models.recording import MAX_CHUNKS
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
 from . import job_rules
+from .errors import ChecksumMismatch, ChunksMissing, InvalidUpload, QueueUnavailable, TooLarge, WrongState
 
 log = logging.getLogger(__name__)
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 #: RecordingUpload.filename's column size.
 MAX_FILENAME_LENGTH = 255
-
-
-class UploadRejected(Exception):
-    """What the client sent cannot be taken; `message` says why, in words the client may read."""
-
-    def __init__(self, message: str):
-        super().__init__(message)
-        self.message = message
-
-
-class InvalidUpload(UploadRejected):
-    """What was sent cannot be stored: a malformed checksum, a chunk out of range or empty, an empty
-    file, chunks that do not add up to the announced size."""
-
-
-class TooLarge(UploadRejected):
-    """The recording or chunk is larger than `limit` bytes."""
-
-    def __init__(self, message: str, limit: int):
-        super().__init__(message)
-        self.limit = limit
-
-
-class ChecksumMismatch(UploadRejected):
-    """Chunk `index` is not the bytes its checksum names: it is not kept."""
-
-    def __init__(self, message: str, index: int):
-        super().__init__(message)
-        self.index = index
-
-
-class WrongState(UploadRejected):
-    """The upload's state does not allow this (a chunk after `complete`, a delete while processing)."""
-
-
-class ChunksMissing(UploadRejected):
-    """The upload cannot be completed: the chunks `missing` have not arrived."""
-
-    def __init__(self, message: str, missing: list[int]):
-        super().__init__(message)
-        self.missing = missing
-
-
-class QueueUnavailable(jobs.BrokerUnavailable, UploadRejected):
-    """The broker refused the job: nothing changed, the client may try again.
-
-    A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises.
-    """
 
 
 # -- receiving bytes ------------------------------------------------------------------------------------
@@ -377,70 +330,3 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
         db.session.delete(upload)
         db.session.commit()
         raise
-
-
-# -- housekeeping ----------------------------------------------------------------------------------------
-
-
-def prune_stale(ttl_hours: int, batch_size: int = 100) -> int:
-    """Remove sessions idle for ttl_hours that will never finish (receiving, failed, cancelled) with
-    their chunks, in bounded batches; the count removed. Completed ones stay: their Recording names
-    them, and they hold no chunks."""
-    cutoff = utcnow() - timedelta(hours=ttl_hours)
-    stale = (UploadStatus.RECEIVING, UploadStatus.FAILED, UploadStatus.CANCELLED)
-    removed = 0
-    while True:
-        uploads = (
-            db.session.execute(
-                sa.select(RecordingUpload)
-                .where(RecordingUpload.status.in_(stale), RecordingUpload.updated_at < cutoff)
-                .order_by(RecordingUpload.updated_at)
-                .limit(batch_size)
-            )
-            .scalars()
-            .all()
-        )
-        for upload in uploads:
-            remove_received(upload)  # storage first: a crash here leaves a row to try again
-            db.session.delete(upload)
-            db.session.commit()
-            removed += 1
-        if len(uploads) < batch_size:
-            return removed
-
-
-def prune_strays(ttl_hours: int, batch_size: int = 100) -> int:
-    """Remove the chunks left in uploads idle for ttl_hours that are over without a session to prune:
-    completed ones (a chunk recorded after the finalize removed the others), and processing ones whose
-    job the ledger no longer has (pruned past its retention: nothing will finalize them now, so they
-    end as failed, and go with the stale sessions later). Bounded batches; the count of uploads."""
-    cutoff = utcnow() - timedelta(hours=ttl_hours)
-    has_chunks = sa.exists().where(RecordingChunk.upload_id == RecordingUpload.id)
-    job_gone = sa.and_(
-        RecordingUpload.job_id.is_not(None), ~sa.exists().where(Job.id == RecordingUpload.job_id)
-    )
-    over = sa.or_(
-        RecordingUpload.status == UploadStatus.COMPLETED,
-        sa.and_(RecordingUpload.status == UploadStatus.PROCESSING, job_gone),
-    )
-    cleaned = 0
-    while True:
-        uploads = (
-            db.session.execute(
-                sa.select(RecordingUpload)
-                .where(over, RecordingUpload.updated_at < cutoff, has_chunks)
-                .order_by(RecordingUpload.updated_at)
-                .limit(batch_size)
-            )
-            .scalars()
-            .all()
-        )
-        for upload in uploads:
-            remove_received(upload)
-            if upload.status is UploadStatus.PROCESSING:
-                upload.status = UploadStatus.FAILED
-                upload.error = upload.error or "Its job is gone: the recording was never finished."
-            db.session.commit()
-            cleaned += 1
-        if len(uploads) < batch_size:
-            return cleaned

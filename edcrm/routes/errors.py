@@ -37,7 +37,7 @@ from ..imports.upload import (
     NoTelecallers,
 )
 from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
-from ..recordings.uploads import (
+from ..recordings.errors import (
     ChecksumMismatch,
     ChunksMissing,
     InvalidUpload,

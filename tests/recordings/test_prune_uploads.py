@@ -11,7 +11,7 @@ from edcrm.actors.maintenance import prune_upload_sessions
 from edcrm.extensions import db
 from edcrm.models import Job, JobState, RecordingChunk, RecordingUpload, UploadStatus
 from edcrm.models.types import utcnow
-from edcrm.recordings import uploads
+from edcrm.recordings import pruning, uploads
 from tests.support.recordings import make_call_log, storage_files
 
 
@@ -56,7 +56,7 @@ def test_the_pruner_removes_idle_sessions_and_their_chunks_only(
 
 def test_the_pruner_works_in_bounded_batches(app, branch, telecaller):
     ids = {open_upload(branch, telecaller, chunks=1, idle_hours=100) for _ in range(5)}
-    assert uploads.prune_stale(ttl_hours=24, batch_size=2) == 5
+    assert pruning.prune_stale(ttl_hours=24, batch_size=2) == 5
     assert not ids & set(db.session.execute(sa.select(RecordingUpload.id)).scalars())
     assert storage_files(app) == []
 
@@ -110,7 +110,7 @@ def test_the_pruner_ends_processing_uploads_whose_job_is_gone(app, branch, telec
     db.session.commit()
     set_state(running, idle_hours=30, job_id="still-retrying")
 
-    assert uploads.prune_strays(ttl_hours=24) == 1
+    assert pruning.prune_strays(ttl_hours=24) == 1
 
     db.session.expire_all()
     ended = db.session.get(RecordingUpload, gone)

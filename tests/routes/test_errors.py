@@ -16,7 +16,7 @@ from edcrm.imports import upload as imports
 from edcrm.jobs import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
 from edcrm.models import Job, JobState, LeadImport
 from edcrm.models.job import CANCELLABLE
-from edcrm.recordings import uploads
+from edcrm.recordings import errors as uploads
 from edcrm.routes.errors import answer_of
 from edcrm.routes.outages import RETRY_AFTER_S
 

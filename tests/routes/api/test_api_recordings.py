@@ -512,6 +512,7 @@ def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
     app, client, auth, call_log, stub_broker, stub_worker
 ):
     from edcrm.recordings import uploads
+    from edcrm.recordings.errors import WrongState
 
     audio = wav(0.5)
     chunks = split(audio, 2)
@@ -523,7 +524,7 @@ def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
         assert client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth).status_code == 202
 
     upload = db.session.get(RecordingUpload, upload_id)
-    with pytest.raises(uploads.WrongState, match="processing"):
+    with pytest.raises(WrongState, match="processing"):
         uploads.store_chunk(upload, 1, _ArrivingBody(b"late bytes, replacing chunk 1", complete))
     root = Path(app.config["STORAGE_URL"].removeprefix("file://"))
     assert (root / upload.chunk_key(1)).read_bytes() == chunks[1]  # the good copy is untouched
@@ -538,6 +539,7 @@ def test_a_chunk_whose_body_finishes_after_complete_is_409_and_changes_nothing(
 
 def test_a_chunk_whose_body_finishes_after_delete_is_409_and_stores_nothing(app, client, auth, call_log):
     from edcrm.recordings import uploads
+    from edcrm.recordings.errors import WrongState
 
     upload_id = start(client, auth, call_log, 2)
     put(client, auth, upload_id, 0, b"zero")
@@ -546,7 +548,7 @@ def test_a_chunk_whose_body_finishes_after_delete_is_409_and_stores_nothing(app,
         assert client.delete(f"/api/recordings/uploads/{upload_id}", headers=auth).status_code == 204
 
     upload = db.session.get(RecordingUpload, upload_id)
-    with pytest.raises(uploads.WrongState, match="cancelled"):
+    with pytest.raises(WrongState, match="cancelled"):
         uploads.store_chunk(upload, 1, _ArrivingBody(b"one, late", delete))
     assert storage_files(app) == []
     status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
