@@ -7,6 +7,7 @@ import flask
 
 from edcrm.extensions import db
 from edcrm.jobs import actor
+from edcrm.jobs.embedded import EmbeddedWorkers
 from edcrm.jobs.embedded import stop_worker as stop_embedded_worker
 
 #: Short retry backoffs (ms) for the apps of the tests, so that a job's retries take no time.
@@ -35,6 +36,15 @@ def stop_worker(broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
     for thread in (*worker.workers, *worker.consumers.values()):
         thread.stop()
     stop_embedded_worker(broker, worker)
+
+
+def stop_embedded(embedded: EmbeddedWorkers) -> None:
+    """embedded.stop(), with the threads of all its workers told to stop at once: it stops its workers
+    one after the other, each in two waits of up to their worker_timeout (250 ms)."""
+    for worker in embedded.workers:
+        for thread in (*worker.workers, *worker.consumers.values()):
+            thread.stop()
+    embedded.stop()
 
 
 #: How many times api_jobs_flaky ran, by key (emptied before each test that uses it).
