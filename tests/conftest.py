@@ -17,9 +17,8 @@ pytest.register_assert_rewrite("tests.support")
 from edcrm import create_app  # noqa: E402
 from edcrm.extensions import db  # noqa: E402
 from edcrm.jobs import broker_of, records  # noqa: E402
-from edcrm.jobs.embedded import stop_worker  # noqa: E402
 from edcrm.models import Branch, Role  # noqa: E402
-from tests.support.jobs import JOB_BACKOFFS  # noqa: E402
+from tests.support.jobs import JOB_BACKOFFS, stop_worker  # noqa: E402
 from tests.support.people import hash_each_password_once, make_user  # noqa: E402
 from tests.support.routing import compile_rules_once  # noqa: E402
 

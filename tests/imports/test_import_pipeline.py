@@ -16,12 +16,11 @@ from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
 from edcrm.imports import batch_reader, batch_writer, lifecycle
 from edcrm.imports.report import iter_error_report
-from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, Lead, LeadImport
 from edcrm.routes.api.serializers import import_record
 from edcrm.storage import get_storage
 from tests.support.import_race import force_overlapping_batches
-from tests.support.jobs import run_jobs
+from tests.support.jobs import run_jobs, stop_worker
 
 HEADER = ["Name", "Phone", "Email", "City"]
 ROWS = [

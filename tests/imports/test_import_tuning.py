@@ -19,6 +19,7 @@ from edcrm.jobs.embedded import EmbeddedWorkers
 from edcrm.models import ImportStatus, LeadImport
 from edcrm.storage import get_storage
 from edcrm.tuning import GC_THRESHOLD, SWITCH_INTERVAL, CpuGate, tuned
+from tests.support.jobs import stop_embedded
 
 
 def test_collections_are_restored_by_the_last_import_to_end():
@@ -113,7 +114,7 @@ def test_the_embedded_mode_marks_the_app_as_the_web_process(app, stub_broker):
     try:
         assert not tuning.allowed(app.config)
     finally:
-        workers.stop()
+        stop_embedded(workers)
 
 
 @pytest.mark.parametrize("embedded", [False, True], ids=["worker", "web process"])

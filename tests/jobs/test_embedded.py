@@ -13,6 +13,7 @@ from edcrm.config import QUEUES
 from edcrm.extensions import db
 from edcrm.jobs.embedded import EmbeddedWorkers
 from edcrm.models import Job, JobState
+from tests.support.jobs import stop_embedded
 
 
 def wait_until(predicate, timeout: float = 10.0):
@@ -27,7 +28,7 @@ def wait_until(predicate, timeout: float = 10.0):
 def embedded(app, stub_broker):
     workers = EmbeddedWorkers(app, stub_broker).start()
     yield workers
-    workers.stop()
+    stop_embedded(workers)
 
 
 def test_one_worker_per_queue_with_the_queues_concurrency(app, stub_broker, caplog):
@@ -35,7 +36,7 @@ def test_one_worker_per_queue_with_the_queues_concurrency(app, stub_broker, capl
     try:
         _check_workers(app, embedded)
     finally:
-        embedded.stop()
+        stop_embedded(embedded)
     # Three workers on one broker is the design, not the mistake Dramatiq warns of.
     assert "same type twice" not in caplog.text
 
@@ -71,7 +72,7 @@ def test_the_scheduler_runs_the_pruner_at_its_minute(app, stub_broker, monkeypat
             )
             assert pendulum.parse(pruner.options["scheduled_at"]) == target
     finally:
-        workers.stop()
+        stop_embedded(workers)
     with app.app_context():  # once, not once per loop
         assert db.session.execute(db.select(db.func.count()).where(Job.actor == "prune_jobs")).scalar() == 1
 

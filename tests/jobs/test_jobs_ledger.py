@@ -13,10 +13,9 @@ import sqlalchemy as sa
 from edcrm.actors.maintenance import ping, prune_jobs
 from edcrm.extensions import db
 from edcrm.jobs import JobNotFound, JobStateConflict, Unrecoverable, actor, ledger, records
-from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Job, JobError, JobState
 from edcrm.models.types import utcnow
-from tests.support.jobs import run_jobs
+from tests.support.jobs import run_jobs, stop_worker
 
 # Test actors, declared like the application's own (same decorator, same broker).
 calls: dict[str, int] = {}

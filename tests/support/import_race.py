@@ -21,7 +21,7 @@ def force_overlapping_batches(monkeypatch) -> tuple[list[list[str]], list[list[s
         known = known_leads(self, batch, lookup, cursor)
         if batch[0].cells[0] == "A 100":  # its second batch (the first writes before its lookup)
             first_looked_up.set()
-            second_committed.wait(timeout=2)  # it must not manage to, before this batch commits
+            second_committed.wait(timeout=0.5)  # it must not manage to, before this batch commits
         return known
 
     def commit_once_the_first_looked_up(self, batch):

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dramatiq
 import flask
 
 from edcrm.extensions import db
 from edcrm.jobs import actor
+from edcrm.jobs.embedded import EmbeddedWorkers
+from edcrm.jobs.embedded import stop_worker as stop_embedded_worker
 
 #: Short retry backoffs (ms) for the apps of the tests, so that a job's retries take no time.
 JOB_BACKOFFS = {"JOB_MIN_BACKOFF_MS": 10, "JOB_MAX_BACKOFF_MS": 40}
@@ -23,6 +26,25 @@ def run_jobs(broker, worker, *queues: str, timeout: int = 60_000, fail_fast: boo
     worker.join()
     if flask.has_app_context():
         db.session.expire_all()
+
+
+def stop_worker(broker: dramatiq.Broker, worker: dramatiq.Worker) -> None:
+    """edcrm's stop_worker, with every thread of worker told to stop at once. Worker.stop() stops its
+    worker threads, waits for them (each wakes within worker_timeout), then does the same for its
+    consumer threads: two waits of up to worker_timeout each. At a test's end there is no work left for
+    the consumers to feed and the StubBroker has no heartbeat to keep, so one wait is enough."""
+    for thread in (*worker.workers, *worker.consumers.values()):
+        thread.stop()
+    stop_embedded_worker(broker, worker)
+
+
+def stop_embedded(embedded: EmbeddedWorkers) -> None:
+    """embedded.stop(), with the threads of all its workers told to stop at once: it stops its workers
+    one after the other, each in two waits of up to their worker_timeout (250 ms)."""
+    for worker in embedded.workers:
+        for thread in (*worker.workers, *worker.consumers.values()):
+            thread.stop()
+    embedded.stop()
 
 
 #: How many times api_jobs_flaky ran, by key (emptied before each test that uses it).

@@ -10,12 +10,11 @@ import pytest
 
 from edcrm.actors.maintenance import ping
 from edcrm.extensions import db
-from edcrm.jobs.embedded import stop_worker
 from edcrm.models import ImportStatus, Job, JobState, LeadImport, Role
 from edcrm.recordings import uploads
 from tests.support.audio_samples import wav
 from tests.support.imports import SAMPLE_CSV, post_import, stored_files
-from tests.support.jobs import outcomes, run_jobs, send
+from tests.support.jobs import outcomes, run_jobs, send, stop_worker
 from tests.support.openapi import check
 from tests.support.people import bearer, make_user
 from tests.support.recordings import make_call_log

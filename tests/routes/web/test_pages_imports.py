@@ -12,7 +12,6 @@ import re
 import dramatiq
 import pytest
 
-from edcrm.jobs.embedded import stop_worker
 from tests.support.imports import (
     DUPLICATE_ROW,
     INVALID_ROW,
@@ -23,7 +22,7 @@ from tests.support.imports import (
     stored_files,
     upload,
 )
-from tests.support.jobs import run_jobs
+from tests.support.jobs import run_jobs, stop_worker
 from tests.support.pages import csrf_token, flashes, text
 from tests.support.people import PASSWORD, signed_in
 

@@ -16,13 +16,12 @@ import sqlalchemy as sa
 
 from edcrm.extensions import db
 from edcrm.imports.upload import start_import
-from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, Job, JobState, Recording, Role, User
 from edcrm.recordings import uploads
 from edcrm.storage import get_storage
 from tests.support.audio_samples import wav
 from tests.support.imports import SAMPLE_CSV
-from tests.support.jobs import outcomes, run_jobs, send
+from tests.support.jobs import outcomes, run_jobs, send, stop_worker
 from tests.support.pages import csrf_token
 from tests.support.people import PASSWORD, make_user, signed_in
 from tests.support.recordings import make_call_log
