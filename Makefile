@@ -35,8 +35,13 @@ run: $(STAMP)
 	@echo
 	$(BIN)/gunicorn -c gunicorn.conf.py app:app
 
+# The unit suite on every core (its tests share nothing), then the suites on real services and processes,
+# which start servers and workers of their own, one test at a time.
+UNIT := not integration and not browser and not hostile
+
 test: $(STAMP) chromium
-	$(BIN)/pytest
+	$(BIN)/pytest -n auto -m "$(UNIT)"
+	$(BIN)/pytest -m "not ($(UNIT))"
 
 # The browser tests drive Debian's chromium. When no Chromium is there and this user may install
 # packages (root, or sudo without a password), install it; otherwise say so: the browser tests then skip
