@@ -6,13 +6,11 @@ from __future__ import annotations
 import codecs
 import csv
 import io
-import uuid
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
 
-from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
 from edcrm.imports import batch_reader, batch_writer, lifecycle
 from edcrm.imports.report import iter_error_report
@@ -20,6 +18,7 @@ from edcrm.models import Branch, ImportRejection, ImportStatus, Job, JobState, L
 from edcrm.routes.api.serializers import import_record
 from edcrm.storage import get_storage
 from tests.support.import_race import force_overlapping_batches
+from tests.support.imports import queue_import
 from tests.support.jobs import run_jobs, stop_worker
 
 HEADER = ["Name", "Phone", "Email", "City"]
@@ -38,26 +37,6 @@ def csv_text(rows, header=HEADER, delimiter=",", newline="\r\n") -> str:
     writer.writerow(header)
     writer.writerows(rows)
     return out.getvalue()
-
-
-def queue_import(branch, data: bytes, telecallers, filename="leads.csv") -> int:
-    """Store data and queue its import, as the upload does: the import's id."""
-    key = f"imports/{uuid.uuid4().hex}/{filename}"
-    get_storage().save(key, io.BytesIO(data))
-    lead_import = LeadImport(
-        branch_id=branch.id,
-        filename=filename,
-        storage_key=key,
-        telecaller_ids=[t.id for t in telecallers],
-        status=ImportStatus.QUEUED,
-    )
-    db.session.add(lead_import)
-    db.session.flush()
-    message = import_leads.message(lead_import.id)
-    lead_import.job_id = message.message_id
-    db.session.commit()
-    import_leads.broker.enqueue(message)
-    return lead_import.id
 
 
 @pytest.fixture

@@ -13,15 +13,14 @@ import pytest
 import sqlalchemy as sa
 
 from edcrm import create_app
-from edcrm.actors.imports import import_leads
 from edcrm.extensions import db
 from edcrm.imports import batch_reader, lookup
 from edcrm.imports.report import iter_error_report
 from edcrm.jobs import broker_of
 from edcrm.jobs.embedded import stop_worker
 from edcrm.models import Branch, ImportStatus, Job, Lead, LeadImport, Role, User
-from edcrm.storage import get_storage
 from tests.support.import_race import force_overlapping_batches
+from tests.support.imports import queue_import
 from tests.support.processes import fresh_postgres_database
 
 #: PostgreSQL's limit on the parameters of one statement.
@@ -73,21 +72,6 @@ def telecallers(branch: Branch, count: int) -> list[User]:
     db.session.add_all(users)
     db.session.commit()
     return users
-
-
-def queue_import(branch: Branch, data: bytes, callers: list[User]) -> int:
-    key = f"imports/{uuid.uuid4().hex}/leads.csv"
-    get_storage().save(key, io.BytesIO(data))
-    lead_import = LeadImport(
-        branch_id=branch.id, filename="leads.csv", storage_key=key, telecaller_ids=[c.id for c in callers]
-    )
-    db.session.add(lead_import)
-    db.session.flush()
-    message = import_leads.message(lead_import.id)
-    lead_import.job_id = message.message_id
-    db.session.commit()
-    import_leads.broker.enqueue(message)
-    return lead_import.id
 
 
 def rows_csv(rows) -> bytes:

@@ -1,15 +1,20 @@
-"""CSV files of leads, and uploading them through the API and the import form."""
+"""CSV files of leads, uploading them through the API and the import form, and queueing an import as the
+upload does."""
 
 from __future__ import annotations
 
 import io
+import uuid
 from pathlib import Path
 
 import dramatiq
 from werkzeug.test import EnvironBuilder
 
+from edcrm import jobs
 from edcrm.extensions import db
-from edcrm.models import LeadImport
+from edcrm.imports.job_rules import IMPORT_LEADS
+from edcrm.models import ImportStatus, LeadImport
+from edcrm.storage import get_storage
 from tests.support.people import bearer
 
 HEADER = "name,phone,email,city\n"
@@ -67,3 +72,22 @@ def form_body(fields: dict) -> tuple[bytes, str]:
     """A form's body and Content-Type, as a client sends them."""
     environ = EnvironBuilder(method="POST", data=fields).get_environ()
     return environ["wsgi.input"].read(), environ["CONTENT_TYPE"]
+
+
+def queue_import(branch, data: bytes, telecallers, filename="leads.csv") -> int:
+    """Store data and queue its import, as the upload does (the file, the import, then the job sent
+    after the commit): the import's id."""
+    key = f"imports/{uuid.uuid4().hex}/{filename}"
+    get_storage().save(key, io.BytesIO(data))
+    lead_import = LeadImport(
+        branch_id=branch.id,
+        filename=filename,
+        storage_key=key,
+        telecaller_ids=[t.id for t in telecallers],
+        status=ImportStatus.QUEUED,
+        job_id=jobs.new_job_id(),
+    )
+    db.session.add(lead_import)
+    db.session.flush()
+    jobs.send(IMPORT_LEADS, lead_import.id, branch_id=branch.id, job_id=lead_import.job_id)
+    return lead_import.id
