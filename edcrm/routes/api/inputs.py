@@ -61,8 +61,7 @@ def invalid(message: str) -> PydanticCustomError:
 class RequestModel(BaseModel):
     """A JSON body: unknown fields are ignored, and `null` is an absent field (its default applies)."""
 
-    # defer_build: the validator is built at the first request that needs it, not at import.
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(frozen=True)
 
     #: True where a request without a body stands for `{}` (framed by Content-Length or chunked).
     body_optional: ClassVar[bool] = False
@@ -90,7 +89,7 @@ def _query_parameters(schema: dict[str, Any]) -> None:
 class QueryModel(BaseModel):
     """A query string: each field is its first value; unknown parameters are ignored."""
 
-    model_config = ConfigDict(frozen=True, json_schema_extra=_query_parameters, defer_build=True)
+    model_config = ConfigDict(frozen=True, json_schema_extra=_query_parameters)
 
 
 # -- fields: `Annotated[int, Integer(1, 500)]`, `Annotated[str, Text(80)]`, `Annotated[E, Choice()]` ---

@@ -107,29 +107,7 @@ class ApiPlugin(FlaskPlugin):
         return make_response(resp), None
 
 
-class LazySpecTree(SpecTree):
-    """spectree, with each declared model's JSON schema made when the document is first generated rather
-    than when its route is declared: making it builds the model's validator, which a web process that
-    never serves /api/openapi.json nor checks answers would otherwise keep for every model (with
-    defer_build on the models, see edcrm.routes.api.schemas.base). The document is the same: the models
-    are added in the order they were declared."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self._declared: list[tuple[Any, Any]] = []
-        super().__init__(*args, **kwargs)
-
-    def _add_model(self, model, mode="validation"):
-        self._declared.append((model, mode))
-        return self.naming_strategy(model)
-
-    def _generate_spec(self) -> dict[str, Any]:
-        declared, self._declared = self._declared, []
-        for model, mode in declared:
-            super()._add_model(model, mode)
-        return super()._generate_spec()
-
-
-api = LazySpecTree(
+api = SpecTree(
     backend=ApiPlugin,
     mode="strict",
     title="edcrm API",

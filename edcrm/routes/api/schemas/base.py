@@ -22,9 +22,7 @@ def _no_defaults(schema: dict[str, Any]) -> None:
 class Answer(BaseModel):
     """An answer's body: checked, never altered, so extra keys are kept."""
 
-    # defer_build: a model's validator is built when first used, not at import; a web process that never
-    # checks answers (production, see edcrm.routes.api.spec) saves the memory of every one.
-    model_config = ConfigDict(extra="allow", json_schema_extra=_no_defaults, defer_build=True)
+    model_config = ConfigDict(extra="allow", json_schema_extra=_no_defaults)
 
 
 class ErrorDetail(Answer):

@@ -49,7 +49,7 @@ class ImportUpload(BaseModel):
 
     # Read by the route itself, once it has bounded the body (see routes.api.imports.create_import).
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     file: Annotated[
         FileStorage,

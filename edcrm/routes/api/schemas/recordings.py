@@ -37,7 +37,7 @@ class RecordingUpload(BaseModel):
 
     # Read by the route itself, once it has bounded the body (see routes.api.recordings).
 
-    model_config = ConfigDict(arbitrary_types_allowed=True, defer_build=True)
+    model_config = ConfigDict(arbitrary_types_allowed=True)
 
     file: Annotated[FileStorage, BeforeValidator(_file_part), WithJsonSchema({**Binary, "minLength": 1})]
 
