@@ -5,7 +5,15 @@ from .call_log import CallLog, CallOutcome
 from .job import Job, JobError, JobState
 from .lead import Lead, LeadStatus
 from .lead_import import ImportRejection, ImportStatus, LeadImport
-from .recording import Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
+from .recording import (
+    ConcatRole,
+    Recording,
+    RecordingChunk,
+    RecordingUpload,
+    RecordingUploadPart,
+    UploadKind,
+    UploadStatus,
+)
 from .user import ApiToken, Role, User
 
 __all__ = [
@@ -13,6 +21,7 @@ __all__ = [
     "Branch",
     "CallLog",
     "CallOutcome",
+    "ConcatRole",
     "ImportRejection",
     "ImportStatus",
     "Job",
@@ -24,6 +33,7 @@ __all__ = [
     "Recording",
     "RecordingChunk",
     "RecordingUpload",
+    "RecordingUploadPart",
     "Role",
     "UploadKind",
     "UploadStatus",

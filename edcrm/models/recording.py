@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from ..extensions import Model, db
-from .types import UTCDateTime, str_enum, utcnow
+from .types import JSONType, UTCDateTime, str_enum, utcnow
 
 #: The most chunks one upload may announce.
 MAX_CHUNKS = 10_000
@@ -68,6 +68,14 @@ def public_error(status: UploadStatus, error: str | None) -> str | None:
 class UploadKind(enum.StrEnum):
     CHUNKED = "chunked"
     SINGLE = "single"
+    TUS = "tus"
+
+
+class ConcatRole(enum.StrEnum):
+    """tus concatenation: a partial upload is one piece of a final one, which is their concatenation."""
+
+    PARTIAL = "partial"
+    FINAL = "final"
 
 
 def new_upload_id() -> str:
@@ -102,6 +110,32 @@ class RecordingUpload(Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The last sign of life (creation, a chunk, completion): stale sessions are pruned by it.
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    # Bytes that go straight into a multipart upload of the final object (tus; chunk API chunks of at
+    # least 5 MiB): the storage's multipart id, the key it builds and its fixed part size.
+    multipart_id: Mapped[str | None] = mapped_column(sa.String(1024))
+    object_key: Mapped[str | None] = mapped_column(sa.String(512))
+    part_size: Mapped[int | None] = mapped_column(sa.BigInteger)
+    # tus: the bytes received and committed (the parts' sizes plus the staged tail's).
+    offset: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # tus: bytes past the last whole part, staged as an object until the next part takes them.
+    tail_size: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The whole-file SHA-256 so far, as resumable state (edcrm.recordings.digest) over the first
+    # hashed_bytes bytes, carried from one request to the next, whichever process serves it.
+    hash_state: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    hashed_bytes: Mapped[int] = mapped_column(sa.BigInteger, default=0, server_default="0")
+    # The recording's first bytes (its type is read from them) and what is counted of its audio as the
+    # bytes pass, for formats whose duration needs every byte (raw AMR).
+    head: Mapped[bytes | None] = mapped_column(sa.LargeBinary)
+    audio_state: Mapped[dict | None] = mapped_column(JSONType)
+    # tus: Upload-Metadata as sent, the concatenation role, a final upload's partial uploads, expiry.
+    tus_metadata: Mapped[dict | None] = mapped_column(JSONType)
+    concat: Mapped[ConcatRole | None] = mapped_column(str_enum(ConcatRole, "upload_concat"))
+    concat_parts: Mapped[list | None] = mapped_column(JSONType)
+    expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A lease on the upload for one writer at a time where the database has no advisory locks (SQLite).
+    locked_by: Mapped[str | None] = mapped_column(sa.String(64))
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     chunks: Mapped[list[RecordingChunk]] = relationship(
         order_by="RecordingChunk.index", cascade="all, delete-orphan", passive_deletes=True
@@ -151,7 +185,25 @@ class RecordingChunk(Model):
     index: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
     size: Mapped[int] = mapped_column(sa.BigInteger)
     sha256: Mapped[str] = mapped_column(sa.String(64))
+    # Set when the chunk went straight into the upload's multipart upload as part index + 1 (its ETag);
+    # None when it is stored as an object of its own.
+    etag: Mapped[str | None] = mapped_column(sa.String(128))
     received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
+class RecordingUploadPart(Model):
+    """One part of an upload's multipart upload, committed: the upload's offset is the sum of these (and
+    its tail), never what the storage lists."""
+
+    __tablename__ = "recording_upload_parts"
+
+    upload_id: Mapped[str] = mapped_column(
+        sa.ForeignKey("recording_uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    number: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)  # 1-based, as S3 counts
+    size: Mapped[int] = mapped_column(sa.BigInteger)
+    etag: Mapped[str] = mapped_column(sa.String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Recording(Model):
