@@ -103,7 +103,9 @@ def cors_origins(raw: str | None) -> tuple[str, ...]:
         if origin != "*":
             scheme, _, host = origin.partition("://")
             if scheme not in ("http", "https") or not host or "/" in host:
-                raise ConfigError(f"CORS_ORIGINS holds {item.strip()!r}, which is no origin like https://host")
+                raise ConfigError(
+                    f"CORS_ORIGINS holds {item.strip()!r}, which is no origin like https://host"
+                )
         origins.append(origin)
     return tuple(origins)
 

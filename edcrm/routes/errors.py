@@ -63,7 +63,9 @@ class ApiError(Exception):
     """An error answered as JSON: raise it from any route or domain-facing helper. `headers` go with the
     answer (a tus 409's `Upload-Offset`)."""
 
-    def __init__(self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra):
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
         self.headers = headers or {}
@@ -163,7 +165,11 @@ def api_error_of(error: Exception) -> ApiError:
     """A refusal as the API answers it."""
     answer = answer_of(error)
     return ApiError(
-        answer.status, answer.code, answer.message(error), headers=answer.headers(error), **answer.details(error)
+        answer.status,
+        answer.code,
+        answer.message(error),
+        headers=answer.headers(error),
+        **answer.details(error),
     )
 
 

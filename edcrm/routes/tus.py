@@ -40,7 +40,8 @@ from .api.spec import UNAUTHORIZED, operation, unavailable
 from .bodies import IncompleteBody
 from .errors import ApiError
 
-bp = Blueprint("tus", __name__, url_prefix="/api/recordings/tus")
+PREFIX = "/api/recordings/tus"
+bp = Blueprint("tus", __name__, url_prefix=PREFIX)
 
 # Bearer tokens only, sent on purpose by their holder: no CSRF risk, as for the rest of /api/.
 csrf.exempt(bp)
@@ -122,11 +123,16 @@ def parse_checksum(value: str | None) -> tuple[str, bytes] | None:
         return None
     words = value.split()
     if len(words) != 2:
-        raise _bad("Upload-Checksum must be `ALGORITHM BASE64DIGEST`, e.g. `sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=`.")
+        raise _bad(
+            "Upload-Checksum must be `ALGORITHM BASE64DIGEST`, e.g. `sha1 Kq5sNclPz7QV2+lfQIuc6R7oRu0=`."
+        )
     algorithm = words[0].lower()
     if algorithm not in tus.CHECKSUM_ALGORITHMS:
         offered = ", ".join(tus.CHECKSUM_ALGORITHMS)
-        raise _bad(f"The checksum algorithm {words[0][:20]!r} is not supported: use {offered}.", "checksum_unsupported")
+        raise _bad(
+            f"The checksum algorithm {words[0][:20]!r} is not supported: use {offered}.",
+            "checksum_unsupported",
+        )
     try:
         digest = base64.b64decode(words[1], validate=True)
     except binascii.Error:
@@ -145,7 +151,7 @@ def parse_defer_length(value: str | None) -> bool:
 def upload_id_of(url: str) -> str:
     """The upload id of an upload URL in a final's Upload-Concat, absolute or relative to this server."""
     path = urlsplit(url).path
-    prefix = bp.url_prefix + "/"
+    prefix = PREFIX + "/"
     if not path.startswith(prefix) or "/" in path[len(prefix) :].rstrip("/"):
         raise ApiError(400, "concat_invalid", f"{url[:80]!r} is no tus upload URL of this server.")
     return path[len(prefix) :].rstrip("/")
@@ -197,7 +203,7 @@ def _tus_headers(response: Response) -> Response:
 def add_tus_headers(response: Response) -> Response:
     """Every answer under the tus path says its version, whatever answered it (a 404 of the router, a
     503), and a HEAD's has no body."""
-    if request.path == bp.url_prefix or request.path.startswith(bp.url_prefix + "/"):
+    if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
         return _tus_headers(response)
     return response
 
@@ -212,7 +218,9 @@ def require_version() -> Any:
         message = f"This server speaks tus {VERSION}: send Tus-Resumable: {VERSION}."
         return ApiError(412, "unsupported_tus_version", message).to_response()
     if request.method == "POST" and effective_method() not in ("POST", *OVERRIDABLE):
-        return ApiError(400, "invalid_header", f"X-HTTP-Method-Override may be {', '.join(OVERRIDABLE)}.").to_response()
+        return ApiError(
+            400, "invalid_header", f"X-HTTP-Method-Override may be {', '.join(OVERRIDABLE)}."
+        ).to_response()
     return None
 
 
@@ -268,8 +276,11 @@ def _append(upload: RecordingUpload, *, offset: int, length: int | None) -> tus.
 
 # -- the operations -----------------------------------------------------------------------------------------
 
-_TUS = {"HTTP_401": UNAUTHORIZED, "HTTP_412": (Error, "No `Tus-Resumable: 1.0.0` (`unsupported_tus_version`).")}
-_UPLOAD = {
+_TUS: dict[str, Any] = {
+    "HTTP_401": UNAUTHORIZED,
+    "HTTP_412": (Error, "No `Tus-Resumable: 1.0.0` (`unsupported_tus_version`)."),
+}
+_UPLOAD: dict[str, Any] = {
     **_TUS,
     "HTTP_403": (Error, "Not a telecaller's token (`forbidden`)."),
     "HTTP_404": (Error, "No such upload of yours (`not_found`)."),
@@ -338,7 +349,9 @@ def _create():
         raise _bad("Send Upload-Length, or Upload-Defer-Length: 1 if the length is not known yet.")
     limit = current_app.config["MAX_RECORDING_BYTES"]
     if length is not None and length > limit:
-        raise ApiError(413, "too_large", f"A recording may be at most {limit} bytes (Tus-Max-Size).", limit=limit)
+        raise ApiError(
+            413, "too_large", f"A recording may be at most {limit} bytes (Tus-Max-Size).", limit=limit
+        )
     call_log = None
     if concat is not ConcatRole.PARTIAL or metadata.get("call_log_id") is not None:
         raw = metadata.get("call_log_id")
@@ -489,4 +502,3 @@ def override_upload(upload_id: str):
     if handler is None:
         raise _bad(f"A POST to an upload's URL stands for X-HTTP-Method-Override: {', '.join(OVERRIDABLE)}.")
     return handler(upload_id)
-
