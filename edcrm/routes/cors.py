@@ -86,6 +86,7 @@ def answer_preflight() -> Response | None:
     if origin is None:
         return None  # the route answers without CORS headers: the browser refuses the request
     response = current_app.response_class(status=204)
+    response.headers.pop("Content-Type", None)
     response.headers["Access-Control-Allow-Origin"] = origin
     response.headers["Access-Control-Allow-Methods"] = ", ".join(ALLOW_METHODS)
     response.headers["Access-Control-Allow-Headers"] = ", ".join(ALLOW_HEADERS)

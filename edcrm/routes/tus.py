@@ -193,6 +193,8 @@ def _tus_headers(response: Response) -> Response:
     if response.status_code >= 400 and g.get("tus_location"):
         # A creation whose upload was made but whose first bytes were refused: the client may resume.
         response.headers["Location"] = g.tus_location
+    if response.status_code == 204:
+        response.headers.pop("Content-Type", None)  # no content, so no type either
     if effective_method() == "HEAD":
         response.set_data(b"")  # HEAD has no body, also as a POST standing for one
         response.headers.pop("Content-Type", None)
