@@ -323,7 +323,8 @@ def options_upload(upload_id: str):
         Error,
         "A malformed tus header (`invalid_header`), no `call_log_id` in `Upload-Metadata` "
         "(`invalid_metadata`), unusable partial uploads (`concat_invalid`), a checksum of another "
-        "algorithm (`checksum_unsupported`).",
+        "algorithm (`checksum_unsupported`), a body cut short (`incomplete_body`: the upload exists, its "
+        "`Location` is in the answer).",
     ),
     HTTP_403=(Error, "Not a telecaller's token, or not the telecaller who logged the call (`forbidden`)."),
     HTTP_404=(Error, "No such call log, or a partial upload that is no upload of yours (`not_found`)."),
@@ -489,7 +490,11 @@ _OVERRIDDEN: dict[str, Callable[[str], Any]] = {"PATCH": _patch, "DELETE": _dele
     "recordings",
     HTTP_200=(None, "As HEAD (`X-HTTP-Method-Override: HEAD`), without a body."),
     HTTP_204=(None, "As PATCH or DELETE."),
-    HTTP_400=(Error, "No or another `X-HTTP-Method-Override`, or as PATCH."),
+    HTTP_400=(
+        Error,
+        "No or another `X-HTTP-Method-Override` (`invalid_header`), or as PATCH (`incomplete_body` for a "
+        "body cut short).",
+    ),
     HTTP_409=(Error, "As PATCH or DELETE."),
     HTTP_413=(Error, "As PATCH."),
     HTTP_415=(Error, "As PATCH."),
