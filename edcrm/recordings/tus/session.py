@@ -38,6 +38,7 @@ from ..errors import (
     OffsetMismatch,
     TooLarge,
     UploadExpired,
+    UploadLocked,
     WrongState,
 )
 from ..uploads import MAX_FILENAME_LENGTH, _enqueue, normalise_sha256
@@ -204,7 +205,7 @@ def state(upload: RecordingUpload) -> TusState:
             with upload_lock.hold(upload.id):
                 db.session.refresh(upload)
                 finish(upload)
-        except upload_lock.UploadLocked:
+        except UploadLocked:
             pass  # the request holding it finishes it
     return _state_of(upload)
 
