@@ -72,7 +72,9 @@ class ApiError(Exception):
 
     def to_response(self):
         body = {"error": {"code": self.code, "message": self.message, **self.extra}}
-        return jsonify(body), self.status, self.headers
+        response = jsonify(body)
+        response.headers.update(self.headers)
+        return response, self.status
 
 
 def _shown(*names: str) -> Callable[[Exception], dict]:
