@@ -192,7 +192,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
         received = sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.sha256).where(
             RecordingChunk.upload_id == upload_id
         )
-        rows = {number: (size, sha256) for number, size, sha256 in db.session.execute(received).tuples()}
+        rows = {number: (size, sha256) for number, size, sha256 in db.session.execute(received)}
         replaced = index in rows
         others = sum(size for other, (size, _) in rows.items() if other != index)
         if others + chunk.size > limit:
