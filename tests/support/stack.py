@@ -6,6 +6,7 @@ test's process: the web and the worker reach it only by HTTP) or Ceph RGW (tests
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import subprocess
@@ -95,12 +96,12 @@ def running_stack(
                 S3_ENDPOINT_URL=s3.endpoint_url,
                 EDCRM_INSTANCE_PATH=tmp_path / "instance",
                 SECRET_KEY="x",
-                WEB_CONCURRENCY=1,
+                WEB_CONCURRENCY="1",
                 # Long enough to see the job waiting for its retry while S3 is down.
                 JOB_MIN_BACKOFF_MS="3000",
                 JOB_MAX_BACKOFF_MS="3000",
                 # The worker's Prometheus port (9191 by default) is another stack's or test run's, too.
-                dramatiq_prom_port=free_port(),
+                dramatiq_prom_port=str(free_port()),
                 **s3.aws_env,
                 **(settings or {}),
             )
@@ -134,7 +135,7 @@ def running_stack(
                     )
                     for web, base in zip(services, bases, strict=True):
                         wait_for(
-                            lambda base=base: http_get(f"{base}/healthz"),
+                            functools.partial(http_get, f"{base}/healthz"),
                             timeout=60,
                             what=web.name,
                             watch=web,
