@@ -195,8 +195,9 @@ def _tus_headers(response: Response) -> Response:
         response.headers["Location"] = g.tus_location
     if response.status_code == 204:
         response.headers.pop("Content-Type", None)  # no content, so no type either
-    if effective_method() == "HEAD":
-        response.set_data(b"")  # HEAD has no body, also as a POST standing for one
+    if effective_method() == "HEAD" and response.status_code < 400:
+        # A HEAD's answer is its headers (werkzeug sends no body to a HEAD): no type to name. Its
+        # refusals keep the JSON's type and length, as a GET would answer them.
         response.headers.pop("Content-Type", None)
     return response
 
@@ -204,7 +205,7 @@ def _tus_headers(response: Response) -> Response:
 @bp.after_app_request
 def add_tus_headers(response: Response) -> Response:
     """Every answer under the tus path says its version, whatever answered it (a 404 of the router, a
-    503), and a HEAD's has no body."""
+    503)."""
     if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
         return _tus_headers(response)
     return response
