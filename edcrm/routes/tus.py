@@ -26,7 +26,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request, url_for
-from werkzeug.exceptions import ClientDisconnected, Forbidden, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.http import http_date
 
 from ..auth import api_auth
@@ -339,6 +345,8 @@ def options_upload(upload_id: str):
 )
 def create_upload():
     """Create a tus upload (creation, creation-with-upload, creation-defer-length, concatenation)"""
+    if effective_method() != "POST":  # an override is for an upload's URL
+        raise MethodNotAllowed(["OPTIONS", "POST"], "X-HTTP-Method-Override is for an upload's URL.")
     return _create()
 
 
