@@ -11,7 +11,8 @@ no other holder's lease is running, renewed as the body arrives (`renew`) and dr
 holder that dies leaves a lease that simply runs out.
 
 Neither touches the caller's session: the lock has its own connection, so the request's transactions
-come and go (and none stays open while a body arrives) while the lock stays.
+come and go (and none stays open while a body arrives) while the lock stays. On SQLite the caller ends
+its transaction before the block ends (the lease's release writes, and SQLite has one writer).
 """
 
 from __future__ import annotations
@@ -87,7 +88,12 @@ class _RowLease(Lease):
         statement = (
             sa.update(table)
             .where(table.c.id == self.upload_id, condition)
-            .values(locked_by=self.holder, locked_until=now + timedelta(seconds=self.seconds))
+            # updated_at is the upload's last sign of life for pruning: a lease is none of its own.
+            .values(
+                locked_by=self.holder,
+                locked_until=now + timedelta(seconds=self.seconds),
+                updated_at=table.c.updated_at,
+            )
         )
         with db.engine.begin() as connection:
             taken = connection.execute(statement).rowcount == 1
@@ -113,7 +119,7 @@ class _RowLease(Lease):
                 connection.execute(
                     sa.update(table)
                     .where(table.c.id == self.upload_id, table.c.locked_by == self.holder)
-                    .values(locked_by=None, locked_until=None)
+                    .values(locked_by=None, locked_until=None, updated_at=table.c.updated_at)
                 )
         except Exception:  # the lease then runs out by itself; the request's own outcome matters more
             log.exception("could not release the lease on upload %s", self.upload_id)

@@ -16,7 +16,9 @@ is completed into an object of its own instead, for a final upload to copy from.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -202,7 +204,7 @@ def state(upload: RecordingUpload) -> TusState:
         raise gone
     if upload.status is UploadStatus.RECEIVING and _finished(upload) and upload.concat is None:
         try:
-            with upload_lock.hold(upload.id):
+            with upload_lock.hold(upload.id), _rolled_back_on_error():
                 db.session.refresh(upload)
                 finish(upload)
         except UploadLocked:
@@ -221,6 +223,17 @@ def _state_of(upload: RecordingUpload) -> TusState:
         partial_ids=list(upload.concat_parts or []),
         finished=_finished(upload),
     )
+
+
+@contextlib.contextmanager
+def _rolled_back_on_error() -> Iterator[None]:
+    """A failure inside the upload's lock ends its transaction before the lock goes (on SQLite the
+    lease's release is a write, which an open write transaction would block)."""
+    try:
+        yield
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 # -- PATCH ------------------------------------------------------------------------------------------------
@@ -289,7 +302,7 @@ def append(
     _check_writable(upload, offset)
     _declared_length(upload, length)  # an early answer; the one that counts comes under the lock
     db.session.commit()  # no transaction stays open while the body arrives
-    with upload_lock.hold(upload.id) as lease:
+    with upload_lock.hold(upload.id) as lease, _rolled_back_on_error():
         db.session.refresh(upload)
         _check_writable(upload, offset)
         new_length = _declared_length(upload, length)
@@ -298,11 +311,13 @@ def append(
             raise _past_end(end, new_length)
         progress = _Progress(upload)
         storage = get_storage()
+        target = _target(upload, storage)
+        db.session.commit()  # nor while the body arrives under the lock (SQLite: the lease renews)
         try:
             received = ingest.receive(
                 body,
                 storage,
-                _target(upload, storage),
+                target,
                 limit=end,
                 ends_at_limit=new_length is not None,
                 checksum=checksum,
@@ -567,7 +582,7 @@ def terminate(upload: RecordingUpload) -> None:
     its tail deleted. Not while a PATCH writes it (UploadLocked), nor once it is being made into a
     recording or is one (WrongState)."""
     _require_tus(upload)
-    with upload_lock.hold(upload.id):
+    with upload_lock.hold(upload.id), _rolled_back_on_error():
         db.session.refresh(upload)
         if upload.status in (UploadStatus.PROCESSING, UploadStatus.COMPLETED):
             raise WrongState(f"The upload is {upload.status.value}; it can no longer be deleted.")
