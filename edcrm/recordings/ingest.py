@@ -244,6 +244,7 @@ class _Parts:
         view = memoryview(block)
         while view:
             assert self.file is not None
+            self._guard_count()  # a byte of part MAX_PARTS + 1 could never be stored
             piece = view[: self.room()]
             self.file.write(piece)
             self.filled += len(piece)

@@ -107,13 +107,13 @@ def test_a_new_upload_has_a_part_size_that_covers_the_limit(app, branch, telecal
 
 
 def test_a_body_that_would_need_more_parts_than_a_multipart_upload_holds_is_refused(app, monkeypatch):
-    monkeypatch.setattr(ingest, "MAX_PARTS", 3)
+    monkeypatch.setattr(ingest, "MAX_PARTS", 2)
     with app.app_context(), pytest.raises(TooLarge):
         storage = get_storage()
         ingest.receive(
-            io.BytesIO(bytes(4000)),
+            io.BytesIO(bytes(2 * PART + 1)),  # one byte of a third part
             storage,
-            target(storage, "recordings/1/y", 1000),
+            target(storage, "recordings/1/y", PART),
             limit=10**9,
             ends_at_limit=False,
         )
