@@ -36,7 +36,7 @@ from edcrm.recordings.errors import (
     WrongState,
 )
 from edcrm.routes.bodies import IncompleteBody
-from edcrm.storage import get_storage
+from edcrm.storage import StorageUnavailable, get_storage
 from tests.support.recordings import make_call_log
 
 MIB = 1024 * 1024
@@ -456,3 +456,50 @@ def test_an_upload_whose_job_could_not_be_sent_is_sent_when_its_client_asks_agai
     assert state.finished and state.offset == len(data)
     upload = reload(upload)
     assert upload.status is UploadStatus.PROCESSING and upload.job_id
+
+
+class OutageBody:
+    """A body during which S3 goes down, once `after` bytes were read."""
+
+    def __init__(self, data: bytes, after: int, s3_server):
+        self._stream, self._after, self._s3_server = io.BytesIO(data), after, s3_server
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stream.tell() >= self._after and self._s3_server.running:
+            self._s3_server.stop()
+        return self._stream.read(size)
+
+
+def test_s3_going_down_mid_body_keeps_nothing_and_the_body_can_be_sent_again(
+    app, s3_server, telecaller, call_log
+):
+    app.config.update(TUS_PART_BYTES=PART)
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    data = random_wav(2 * PART + MIB)
+    upload = new_upload(telecaller, call_log, len(data))
+    send(upload, data[:MIB], 0)
+
+    try:
+        with pytest.raises(StorageUnavailable):
+            tus.append(upload, offset=MIB, body=OutageBody(data[MIB:], 6 * MIB, s3_server))
+    finally:
+        s3_server.start()
+
+    upload = reload(upload)
+    assert (upload.offset, upload.tail_size, part_sizes(upload)) == (MIB, MIB, [])
+    send(upload, data[MIB:], MIB)
+    assert assembled(upload) == data
+
+
+def test_a_patch_to_an_upload_whose_parts_were_pruned_is_told_it_expired(backend, telecaller, call_log):
+    data = random_wav(3 * PART)
+    upload = new_upload(telecaller, call_log, len(data))
+    send(upload, data[: PART + 10], 0)
+    upload = reload(upload)
+    get_storage().abort_multipart(upload.object_key, upload.multipart_id)  # what pruning does
+
+    with pytest.raises(UploadExpired):
+        send(upload, data[PART + 10 :], PART + 10)
+    assert reload(upload).offset == PART + 10

@@ -29,7 +29,7 @@ from ...extensions import db
 from ...models import CallLog, RecordingUpload, UploadKind, UploadStatus, User
 from ...models.recording import ConcatRole, RecordingUploadPart, UploadReason, new_upload_id
 from ...models.types import utcnow
-from ...storage import Storage, get_storage
+from ...storage import NoSuchMultipart, ObjectNotFound, Storage, get_storage
 from ...storage.base import Readable
 from .. import audio, digest, ingest, job_rules, upload_lock
 from ..errors import (
@@ -312,6 +312,8 @@ def append(
         progress = _Progress(upload)
         storage = get_storage()
         target = _target(upload, storage)
+        # Renewed before the body too: pruning never takes an upload a long PATCH is writing.
+        upload.expires_at = new_expiry()
         db.session.commit()  # nor while the body arrives under the lock (SQLite: the lease renews)
         try:
             received = ingest.receive(
@@ -330,12 +332,22 @@ def append(
         except NotARecording:
             _fail(upload)
             raise
+        except (NoSuchMultipart, ObjectNotFound):
+            raise _stored_bytes_gone() from None
         _commit(upload, offset, received, progress, new_length)
         if _finished(upload):
-            finish(upload)
+            try:
+                finish(upload)
+            except (NoSuchMultipart, ObjectNotFound):
+                raise _stored_bytes_gone() from None
     if received.cut is not None:
         raise received.cut
     return _state_of(upload)
+
+
+def _stored_bytes_gone() -> UploadExpired:
+    """What a PATCH says when the storage no longer has the upload's parts or tail (pruned)."""
+    return UploadExpired("The bytes this upload received are gone: it expired. Start it again.")
 
 
 def _past_end(end: int, length: int | None) -> TooLarge:
