@@ -4,10 +4,13 @@ counted across requests."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import os
 import threading
 import time
+import tracemalloc
 
 import pytest
 
@@ -176,3 +179,38 @@ def test_partial_uploads_are_not_examined_nor_counted(app, telecaller):
     upload = reload(upload)
     assert upload.audio_state is None and upload.head == piece[:64]
     assert tus.state(upload).finished
+
+
+class GeneratedBody:
+    """`size` bytes of a WAV header and random samples, made as they are read (never whole in memory),
+    hashed as they go."""
+
+    def __init__(self, size: int):
+        self._header = random_wav(44 + 2)[:44]
+        self._left, self.sha256 = size, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        size = min(self._left, ingest.BLOCK_SIZE if size < 0 else size)
+        block = (self._header + os.urandom(size))[:size] if self._header else os.urandom(size)
+        self._header = b""
+        self._left -= len(block)
+        self.sha256.update(block)
+        return block
+
+
+def test_a_long_patch_holds_a_few_blocks_in_memory_not_its_parts(app, branch, telecaller):
+    app.config.update(TUS_PART_BYTES=PART)
+    size = 6 * PART + 1000
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=size, metadata={})
+    body = GeneratedBody(size)
+
+    tracemalloc.start()
+    try:
+        state = tus.append(upload, offset=0, body=body, content_length=size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert state.finished
+    assert peak < 8 * MIB, f"a PATCH of {size / MIB:.0f} MiB held {peak / MIB:.1f} MiB at its peak"
+    assert hashlib.sha256(assembled(upload)).hexdigest() == body.sha256.hexdigest()
