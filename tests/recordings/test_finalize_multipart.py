@@ -8,6 +8,7 @@ import io
 import logging
 import random
 import re
+import tempfile
 import wave
 from pathlib import Path
 
@@ -393,3 +394,84 @@ def test_parts_qualify_only_when_every_chunk_but_the_last_has_the_part_size(app)
     assert not finish_multipart.parts_qualify(upload, {0: PART, 1: PART, 2: PART + 1})
     assert not finish_multipart.parts_qualify(upload, {0: PART, 2: 1})
     assert audio.detect(noisy_wav(100)) is audio.WAV
+
+
+# -- tus uploads, as the tus engine leaves them -------------------------------------------------------------
+
+
+def tus_upload(
+    telecaller, call_log, data: bytes, *, sha256: str | None, part: int = 5 * MIB
+) -> RecordingUpload:
+    """A finished tus upload as the tus engine hands it over: its parts committed, its SHA-256 state
+    saved over every byte, its head kept, `processing`."""
+    from edcrm.models.recording import RecordingUploadPart, UploadKind
+    from edcrm.recordings import digest
+
+    storage = get_storage()
+    upload = RecordingUpload(
+        call_log_id=call_log.id,
+        telecaller_id=telecaller.id,
+        filename="t.wav",
+        kind=UploadKind.TUS,
+        expected_chunks=1,
+        total_size=len(data),
+        offset=len(data),
+        part_size=part,
+        sha256=sha256,
+        head=data[: audio.SNIFF_BYTES],
+        status=UploadStatus.PROCESSING,
+    )
+    db.session.add(upload)
+    db.session.flush()
+    upload.object_key = f"recordings/{call_log.id}/{upload.id}"
+    upload.multipart_id = storage.start_multipart(upload.object_key, part_size=part)
+    hasher = digest.ResumableSha256()
+    with tempfile.NamedTemporaryFile() as file:
+        file.write(data)
+        file.flush()
+        for number, start in enumerate(range(0, len(data), part), start=1):
+            length = min(part, len(data) - start)
+            etag = storage.put_part(
+                upload.object_key, upload.multipart_id, number, file.name, start, length, part_size=part
+            )
+            db.session.add(RecordingUploadPart(upload_id=upload.id, number=number, size=length, etag=etag))
+            hasher.update(data[start : start + length])
+    upload.hash_state, upload.hashed_bytes = hasher.save(), len(data)
+    db.session.commit()
+    return upload
+
+
+def test_a_tus_upload_is_completed_into_its_recording(stored, telecaller, call_log, caplog):
+    from edcrm.recordings import finalize
+
+    data = noisy_wav(11 * MIB, seed=12)
+    upload = tus_upload(telecaller, call_log, data, sha256=hashlib.sha256(data).hexdigest())
+    with caplog.at_level(logging.INFO, logger="werkzeug"):
+        recording_id = finalize.finalize_upload(upload.id)
+    recording = db.session.get(Recording, recording_id)
+    assert (recording.storage_key, recording.size) == (upload.object_key, len(data))
+    assert recording.duration_seconds == pytest.approx((len(data) - 44) / 16000, abs=0.001)
+    with get_storage().open(recording.storage_key) as object_:
+        assert object_.read() == data
+    assert upload_of(upload.id).status is UploadStatus.COMPLETED
+    assert stored.objects() == [recording.storage_key] and stored.multiparts() == 0
+    if stored.bucket is not None:  # hashed at ingest: no byte read back but the container's
+        assert len([line for line in s3_requests(caplog) if line.startswith("GET ")]) <= 4
+    assert finalize.finalize_upload(upload.id) == recording_id  # again: the same, once
+    assert recordings_made() == 1
+
+
+def test_a_tus_upload_whose_sha256_is_wrong_never_becomes_an_object(stored, telecaller, call_log, caplog):
+    from edcrm.recordings import finalize
+
+    data = noisy_wav(6 * MIB, seed=13)
+    upload = tus_upload(telecaller, call_log, data, sha256="cd" * 32)
+    with (
+        caplog.at_level(logging.INFO, logger="werkzeug"),
+        pytest.raises(finalize.UploadUnusable, match="SHA-256"),
+    ):
+        finalize.finalize_upload(upload.id)
+    assert upload_of(upload.id).status is UploadStatus.FAILED
+    assert stored.objects() == [] and stored.multiparts() == 0
+    if stored.bucket is not None:  # refused before the object could appear: never completed
+        assert not [line for line in s3_requests(caplog) if line.startswith("POST ")]
