@@ -334,6 +334,7 @@ def append(
             raise
         except (NoSuchMultipart, ObjectNotFound):
             raise _stored_bytes_gone() from None
+        lease.confirm()  # a writer whose lease ran out (SQLite) commits nothing
         _commit(upload, offset, received, progress, new_length)
         if _finished(upload):
             try:
