@@ -24,8 +24,9 @@ An upload whose bytes went into a multipart upload as they arrived (tus; chunks 
 every one but the last of one size) is finished by edcrm.recordings.finish_multipart instead: its
 object is completed where it is, nothing is copied. A chunk upload that mixes such parts with chunks
 of other sizes (a phone that changed its chunk size midway) cannot be one object of equal parts: its
-parts are completed into the upload's object, which then serves as one more source of the path above
-(ranged reads, in chunk order), and is deleted with the chunks.
+parts are completed into the upload's object (the places of the other chunks filled with zeros), which
+then serves as one more source of the path above (ranged reads, in chunk order) and is deleted with
+the chunks.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, Upload
 from ..models.recording import ConcatRole
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
+from ..storage.base import NoSuchMultipart
 from . import audio, finish_multipart
 from .finish_multipart import UploadUnusable
 from .uploads import remove_received
@@ -106,7 +108,7 @@ def _chunk_sizes(upload: RecordingUpload) -> dict[int, int]:
     rows = db.session.execute(
         sa.select(RecordingChunk.index, RecordingChunk.size).where(RecordingChunk.upload_id == upload.id)
     )
-    return {index: size for index, size in rows.tuples()}
+    return {index: size for index, size in rows}
 
 
 def _chunks_are_parts(upload: RecordingUpload) -> bool:
@@ -118,34 +120,37 @@ def _chunks_are_parts(upload: RecordingUpload) -> bool:
 
 def _mixed_sources(upload: RecordingUpload) -> list[Source]:
     """The sources, in chunk order, of a chunk upload whose parts and chunk objects cannot be one
-    object of equal parts: its parts are completed into the upload's object (idempotent), and each of
-    those chunks is its range there; the other chunks are their objects."""
+    object of equal parts (a chunk of another size between them). Parts cannot be read before their
+    upload is completed, and every backend joins parts 1 to n of the part size: the chunks that are not
+    parts are filled in with a part of zeros (the rare irregular upload pays its size once), the upload
+    is completed into its object, and each part chunk is the range of its place there; the other
+    chunks are their objects. A second run finds the object completed."""
     storage = get_storage()
     chunks = db.session.execute(
         sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.etag)
         .where(RecordingChunk.upload_id == upload.id)
         .order_by(RecordingChunk.index)
     ).all()
-    parts = [(index + 1, etag) for index, _, etag in chunks if etag is not None]
-    key = upload.object_key or ""
-    try:
-        joined = storage.complete_multipart(key, upload.multipart_id or "", parts)
-    except ObjectNotFound:
-        raise Unrecoverable(f"the multipart upload of recording upload {upload.id} is gone") from None
-    sizes = [size for _, size, etag in chunks if etag is not None]
-    # S3 joins the parts it is given end to end; a backend that places part N at (N - 1) x part size
-    # (holes where parts are missing) is told by the size it reports.
-    packed = joined == sum(sizes)
-    sources: list[Source] = []
-    start = 0
-    for index, size, etag in chunks:
-        if etag is None:
-            sources.append(upload.chunk_key(index))
-            continue
-        begin = start if packed else index * (upload.part_size or size)
-        sources.append((key, begin, begin + size))
-        start += size
-    return sources
+    key, multipart_id, part_size = upload.object_key or "", upload.multipart_id or "", upload.part_size or 0
+    if not storage.exists(key):
+        last = max(index for index, _, etag in chunks if etag is not None)
+        parts: list[tuple[int, str]] = []
+        with spool.named_file("edcrm-filler-") as filler:
+            filler.truncate(part_size)  # sparse: zeros that take no disk
+            for index, _, etag in chunks[: last + 1]:
+                if etag is None:
+                    etag = storage.put_part(
+                        key, multipart_id, index + 1, filler.name, 0, part_size, part_size=part_size
+                    )
+                parts.append((index + 1, etag))
+        try:
+            storage.complete_multipart(key, multipart_id, parts)
+        except NoSuchMultipart:
+            raise Unrecoverable(f"the multipart upload of recording upload {upload.id} is gone") from None
+    return [
+        (key, index * part_size, index * part_size + size) if etag is not None else upload.chunk_key(index)
+        for index, size, etag in chunks
+    ]
 
 
 def _assemble(upload: RecordingUpload, keys: list[Source]) -> Recording:

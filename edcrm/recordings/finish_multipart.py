@@ -31,6 +31,7 @@ completed multipart upload returns its object), and a second delivery after 6 fi
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 from dataclasses import dataclass
 from typing import NoReturn
@@ -43,7 +44,7 @@ from ..models import Recording, RecordingChunk, RecordingUpload, UploadKind
 from ..models.recording import RecordingUploadPart, UploadStatus
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
-from ..storage.base import RangedReader
+from ..storage.base import NoSuchMultipart, RangedReader
 from . import audio, digest
 
 log = logging.getLogger(__name__)
@@ -91,7 +92,7 @@ def complete(upload: RecordingUpload) -> Recording:
 
     try:
         stored = storage.complete_multipart(key, multipart_id, [(part.number, part.etag) for part in parts])
-    except ObjectNotFound:
+    except NoSuchMultipart:
         raise Unrecoverable(f"the multipart upload of recording upload {upload.id} is gone") from None
     if stored != size:  # the parts the database committed are not what the storage joined
         storage.delete(key)
@@ -155,7 +156,7 @@ def _parts(storage: Storage, upload: RecordingUpload) -> list[Part]:
                     upload.chunk_key(chunk.index),
                     part_size=upload.part_size or chunk.size,
                 )
-            except ObjectNotFound:
+            except (ObjectNotFound, NoSuchMultipart):
                 raise Unrecoverable(f"a stored part of the upload is gone: chunk {chunk.index}") from None
             db.session.commit()  # a re-run uses the part copied (copying again would do no harm)
     return [Part(chunk.index + 1, chunk.size, chunk.etag or "") for chunk in chunks]
@@ -213,11 +214,9 @@ def _duration(
             )
         ):
             return counted(kind, state, size)
-        reader = RangedReader(storage, key, size)
-        try:
-            return audio.examine(kind, reader)  # type: ignore[arg-type]  # a seekable binary file
-        finally:
-            reader.close()
+        # Buffered: parsers read a few bytes at a time (an AMR frame header is one byte).
+        with io.BufferedReader(RangedReader(storage, key, size)) as reader:
+            return audio.examine(kind, reader)
     except audio.NotAudio as error:
         _refuse_after(storage, key, f"upload {upload.id} is not a recording: {error}")
 

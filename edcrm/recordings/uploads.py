@@ -192,9 +192,9 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
         received = sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.sha256).where(
             RecordingChunk.upload_id == upload_id
         )
-        rows = {row.index: row for row in db.session.execute(received)}
+        rows = {number: (size, sha256) for number, size, sha256 in db.session.execute(received)}
         replaced = index in rows
-        others = sum(row.size for other, row in rows.items() if other != index)
+        others = sum(size for other, (size, _) in rows.items() if other != index)
         if others + chunk.size > limit:
             raise TooLarge(
                 f"With chunk {index}, the chunks received would add up to {others + chunk.size} bytes, "
@@ -231,7 +231,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
             stored = True
         if index == 0:
             values["head"] = chunk.head
-        previous = rows[index].sha256 if replaced else None
+        previous = rows[index][1] if replaced else None
         values.update(_advanced_hash(upload, index, chunk, part_size, previous))
         if values:
             db.session.execute(

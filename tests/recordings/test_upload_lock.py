@@ -110,6 +110,37 @@ def test_a_live_holder_renews_its_lease(app, branch, telecaller):
             pass
 
 
+class SlowBody:
+    """A body that sends a block, then waits, `blocks` times (a phone on a slow line)."""
+
+    def __init__(self, data: bytes, blocks: int, pause: float):
+        self._stream, self._size, self._pause = io.BytesIO(data), -(-len(data) // blocks), pause
+
+    def read(self, size: int = -1) -> bytes:
+        time.sleep(self._pause)
+        return self._stream.read(min(size, self._size))
+
+
+def test_a_slow_patch_keeps_its_lease_past_its_length_while_bytes_arrive(app, branch, telecaller):
+    app.config["UPLOAD_LEASE_S"] = 0.3
+    data = wav(0.5)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    outcome: list[object] = []
+
+    def slow() -> None:
+        with app.app_context():
+            slow_upload = db.session.get_one(RecordingUpload, upload.id)
+            outcome.append(tus.append(slow_upload, offset=0, body=SlowBody(data, 8, 0.1)))
+
+    thread = threading.Thread(target=slow)
+    thread.start()
+    time.sleep(0.6)  # twice the lease: renewed since
+    with pytest.raises(UploadLocked):
+        tus.append(upload, offset=0, body=io.BytesIO(data))
+    thread.join(30)
+    assert isinstance(outcome[0], tus.TusState) and outcome[0].finished
+
+
 # -- PostgreSQL: advisory locks ---------------------------------------------------------------------------
 
 

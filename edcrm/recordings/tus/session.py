@@ -16,7 +16,9 @@ is completed into an object of its own instead, for a final upload to copy from.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -27,7 +29,7 @@ from ...extensions import db
 from ...models import CallLog, RecordingUpload, UploadKind, UploadStatus, User
 from ...models.recording import ConcatRole, RecordingUploadPart, UploadReason, new_upload_id
 from ...models.types import utcnow
-from ...storage import Storage, get_storage
+from ...storage import NoSuchMultipart, ObjectNotFound, Storage, get_storage
 from ...storage.base import Readable
 from .. import audio, digest, ingest, job_rules, upload_lock
 from ..errors import (
@@ -202,7 +204,7 @@ def state(upload: RecordingUpload) -> TusState:
         raise gone
     if upload.status is UploadStatus.RECEIVING and _finished(upload) and upload.concat is None:
         try:
-            with upload_lock.hold(upload.id):
+            with upload_lock.hold(upload.id), _rolled_back_on_error():
                 db.session.refresh(upload)
                 finish(upload)
         except UploadLocked:
@@ -221,6 +223,17 @@ def _state_of(upload: RecordingUpload) -> TusState:
         partial_ids=list(upload.concat_parts or []),
         finished=_finished(upload),
     )
+
+
+@contextlib.contextmanager
+def _rolled_back_on_error() -> Iterator[None]:
+    """A failure inside the upload's lock ends its transaction before the lock goes (on SQLite the
+    lease's release is a write, which an open write transaction would block)."""
+    try:
+        yield
+    except BaseException:
+        db.session.rollback()
+        raise
 
 
 # -- PATCH ------------------------------------------------------------------------------------------------
@@ -289,7 +302,7 @@ def append(
     _check_writable(upload, offset)
     _declared_length(upload, length)  # an early answer; the one that counts comes under the lock
     db.session.commit()  # no transaction stays open while the body arrives
-    with upload_lock.hold(upload.id) as lease:
+    with upload_lock.hold(upload.id) as lease, _rolled_back_on_error():
         db.session.refresh(upload)
         _check_writable(upload, offset)
         new_length = _declared_length(upload, length)
@@ -298,11 +311,15 @@ def append(
             raise _past_end(end, new_length)
         progress = _Progress(upload)
         storage = get_storage()
+        target = _target(upload, storage)
+        # Renewed before the body too: pruning never takes an upload a long PATCH is writing.
+        upload.expires_at = new_expiry()
+        db.session.commit()  # nor while the body arrives under the lock (SQLite: the lease renews)
         try:
             received = ingest.receive(
                 body,
                 storage,
-                _target(upload, storage),
+                target,
                 limit=end,
                 ends_at_limit=new_length is not None,
                 checksum=checksum,
@@ -315,12 +332,23 @@ def append(
         except NotARecording:
             _fail(upload)
             raise
+        except (NoSuchMultipart, ObjectNotFound):
+            raise _stored_bytes_gone() from None
+        lease.confirm()  # a writer whose lease ran out (SQLite) commits nothing
         _commit(upload, offset, received, progress, new_length)
         if _finished(upload):
-            finish(upload)
+            try:
+                finish(upload)
+            except (NoSuchMultipart, ObjectNotFound):
+                raise _stored_bytes_gone() from None
     if received.cut is not None:
         raise received.cut
     return _state_of(upload)
+
+
+def _stored_bytes_gone() -> UploadExpired:
+    """What a PATCH says when the storage no longer has the upload's parts or tail (pruned)."""
+    return UploadExpired("The bytes this upload received are gone: it expired. Start it again.")
 
 
 def _past_end(end: int, length: int | None) -> TooLarge:
@@ -567,7 +595,7 @@ def terminate(upload: RecordingUpload) -> None:
     its tail deleted. Not while a PATCH writes it (UploadLocked), nor once it is being made into a
     recording or is one (WrongState)."""
     _require_tus(upload)
-    with upload_lock.hold(upload.id):
+    with upload_lock.hold(upload.id), _rolled_back_on_error():
         db.session.refresh(upload)
         if upload.status in (UploadStatus.PROCESSING, UploadStatus.COMPLETED):
             raise WrongState(f"The upload is {upload.status.value}; it can no longer be deleted.")
