@@ -475,3 +475,25 @@ def test_a_tus_upload_whose_sha256_is_wrong_never_becomes_an_object(stored, tele
     assert stored.objects() == [] and stored.multiparts() == 0
     if stored.bucket is not None:  # refused before the object could appear: never completed
         assert not [line for line in s3_requests(caplog) if line.startswith("POST ")]
+
+
+def test_a_chunk_sent_as_a_part_then_again_as_an_object_leaves_no_part_unjoined(
+    stored, telecaller, call_log, stub_broker, stub_worker
+):
+    """Chunk 2 first goes in as part 3, then is sent again larger than a part (an object): the part
+    it left is replaced by the filler, for Ceph RGW and the local backend refuse to leave one out."""
+    audio_bytes = noisy_wav(2 * PART + 4 * MIB, seed=14)
+    chunks = in_chunks(audio_bytes, [PART, 3 * MIB, 0])
+    upload = uploads.create_session(telecaller, call_log, filename="c.wav", expected_chunks=3)
+    uploads.store_chunk(upload, 0, io.BytesIO(chunks[0]))
+    uploads.store_chunk(upload, 2, io.BytesIO(random.Random(15).randbytes(MIB)))  # part 3
+    uploads.store_chunk(upload, 2, io.BytesIO(chunks[2]))  # 9 MiB: an object
+    uploads.store_chunk(upload, 1, io.BytesIO(chunks[1]))
+    job_id = uploads.complete(upload)
+    run_jobs(stub_broker, stub_worker, "recordings")
+
+    assert job(job_id).state is JobState.SUCCEEDED, job(job_id).errors
+    recording = db.session.get(CallLog, call_log.id).recording
+    with get_storage().open(recording.storage_key) as object_:
+        assert object_.read() == audio_bytes
+    assert stored.objects() == [recording.storage_key] and stored.multiparts() == 0
