@@ -201,19 +201,9 @@ def _duration(
     """The duration, counted at ingest (raw AMR) or read from the object by ranged reads; a container
     that does not parse deletes the object again (UploadUnusable)."""
     state = upload.audio_state
-    counted = getattr(audio, "examine_counted", None)
     try:
-        if (
-            state
-            and counted is not None
-            and state.get("kind") in ("amr", "amr-wb")
-            and kind
-            in (
-                audio.AMR,
-                audio.AMR_WB,
-            )
-        ):
-            return counted(kind, state, size)
+        if state and audio.counts_at_ingest(kind) and audio.counter_of(state) is not None:
+            return audio.examine_counted(kind, state, size)
         # Buffered: parsers read a few bytes at a time (an AMR frame header is one byte).
         with io.BufferedReader(RangedReader(storage, key, size)) as reader:
             return audio.examine(kind, reader)
