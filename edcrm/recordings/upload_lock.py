@@ -11,7 +11,8 @@ no other holder's lease is running, renewed as the body arrives (`renew`) and dr
 holder that dies leaves a lease that simply runs out.
 
 Neither touches the caller's session: the lock has its own connection, so the request's transactions
-come and go (and none stays open while a body arrives) while the lock stays.
+come and go (and none stays open while a body arrives) while the lock stays. On SQLite the caller ends
+its transaction before the block ends (the lease's release writes, and SQLite has one writer).
 """
 
 from __future__ import annotations
@@ -64,10 +65,14 @@ def _advisory_key(upload_id: str) -> int:
 
 
 class Lease:
-    """What hold() yields: `renew()` keeps a SQLite lease alive (and raises UploadLocked if it was lost);
-    on PostgreSQL it does nothing, the advisory lock lasting as long as its connection."""
+    """What hold() yields: `renew()` keeps a SQLite lease alive (and raises UploadLocked if it was lost),
+    `confirm()` checks it is still held, before a commit; on PostgreSQL both do nothing, the advisory
+    lock lasting as long as its connection."""
 
-    def renew(self) -> None:  # pragma: no cover - overridden or a no-op
+    def renew(self) -> None:
+        return None
+
+    def confirm(self) -> None:
         return None
 
 
@@ -87,7 +92,12 @@ class _RowLease(Lease):
         statement = (
             sa.update(table)
             .where(table.c.id == self.upload_id, condition)
-            .values(locked_by=self.holder, locked_until=now + timedelta(seconds=self.seconds))
+            # updated_at is the upload's last sign of life for pruning: a lease is none of its own.
+            .values(
+                locked_by=self.holder,
+                locked_until=now + timedelta(seconds=self.seconds),
+                updated_at=table.c.updated_at,
+            )
         )
         with db.engine.begin() as connection:
             taken = connection.execute(statement).rowcount == 1
@@ -103,6 +113,9 @@ class _RowLease(Lease):
         # A write every third of the lease is enough to keep it; more would cost every block a commit.
         if time.monotonic() - self._renewed_at < self.seconds / 3:
             return
+        self.confirm()
+
+    def confirm(self) -> None:
         if not self._write(take=False):
             raise UploadLocked("This upload's lease ran out and another request took it.")
 
@@ -113,7 +126,7 @@ class _RowLease(Lease):
                 connection.execute(
                     sa.update(table)
                     .where(table.c.id == self.upload_id, table.c.locked_by == self.holder)
-                    .values(locked_by=None, locked_until=None)
+                    .values(locked_by=None, locked_until=None, updated_at=table.c.updated_at)
                 )
         except Exception:  # the lease then runs out by itself; the request's own outcome matters more
             log.exception("could not release the lease on upload %s", self.upload_id)

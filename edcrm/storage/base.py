@@ -73,8 +73,9 @@ class NoSuchMultipart(StorageError, LookupError):
 
 class InvalidPart(StorageError, ValueError):
     """complete_multipart was given parts the storage cannot join: a part never sent or whose ETag is
-    not the last one sent, parts out of order or missing, or a part but the last smaller than the others
-    (or than MIN_PART_SIZE). Nothing was joined; the multipart upload is still in progress."""
+    not the last one sent, parts out of order or missing, a part sent but left out, or a part but the
+    last smaller than the others (or than MIN_PART_SIZE). Nothing was joined; the multipart upload is
+    still in progress."""
 
 
 def validate_key(key: object) -> str:
@@ -246,7 +247,10 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     def complete_multipart(self, key: str, multipart_id: str, parts: list[tuple[int, str]]) -> int:
         """Join parts, (number, ETag) in ascending order from 1, into the object under key (replacing
-        any object there, atomically); return its size. Idempotent: when the upload was completed
+        any object there, atomically); return its size. Every part sent is joined: Ceph RGW refuses to
+        leave out a part that was sent (AWS S3 would), and so does the local backend, so a part sent
+        past the last one joined (by a request that was then refused) fails here on every backend but
+        moto; send such part numbers again, or abort. Idempotent: when the upload was completed
         already and its object is there, return the object's size. InvalidPart for parts that cannot be
         joined; NoSuchMultipart if the upload is neither in progress nor completed."""
 

@@ -239,6 +239,7 @@ class LocalStorage(Storage):
             meta = {"key": key, "part_size": part_size, "content_type": content_type}
             (staging / "meta.json").write_text(json.dumps(meta))
             os.rename(staging, parent / multipart_id)
+            _fsync_folder(parent)  # the id handed out names an upload that survives a crash
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise
@@ -273,8 +274,12 @@ class LocalStorage(Storage):
             etag = digest.hexdigest()
             record = folder / "parts" / str(number)
             temporary = record.with_name(f"{TEMP_PREFIX}{number}.{secrets.token_hex(4)}{TEMP_SUFFIX}")
-            temporary.write_text(json.dumps({"etag": etag, "size": length}))
+            with open(temporary, "w") as file:
+                file.write(json.dumps({"etag": etag, "size": length}))
+                file.flush()
+                os.fsync(file.fileno())  # once put_part returns, its part survives a crash
             os.replace(temporary, record)  # a part sent again replaces its record whole
+            _fsync_folder(record.parent)
         return etag
 
     @_reports_outages
@@ -350,9 +355,13 @@ class LocalStorage(Storage):
         return size
 
     def _joined_size(self, folder: Path, part_size: int, parts: list[tuple[int, str]]) -> int:
-        """The object's size once parts are joined; InvalidPart unless they are parts 1 to n as last
-        sent, every one but the last part_size bytes long."""
+        """The object's size once parts are joined; InvalidPart unless they are every part sent, 1 to n,
+        with the ETags they were last sent with, every one but the last part_size bytes long. (S3 would
+        leave out a part sent but not listed; Ceph RGW refuses to, and so does this backend.)"""
         validate_parts(parts)
+        sent = {int(name) for name in os.listdir(folder / "parts") if name.isdigit()}
+        if left_out := sorted(sent - {number for number, _ in parts}):
+            raise InvalidPart(f"parts {left_out} were sent but are not joined")
         size = 0
         for number, etag in parts:
             try:

@@ -410,7 +410,8 @@ class S3Storage(Storage):
     @contextlib.contextmanager
     def _in_progress(self, key: str, multipart_id: str):
         """NoSuchMultipart inside the block where S3 says the upload is not in progress: NoSuchUpload,
-        or a 5xx (moto answers 500 for an upload it no longer has) when ListParts says NoSuchUpload."""
+        or a 5xx when ListParts says there is no such upload (for one it no longer has, moto answers 500
+        to UploadPart and CompleteMultipartUpload, and Ceph RGW 500 to CompleteMultipartUpload)."""
         try:
             yield
         except ClientError as error:
@@ -427,7 +428,8 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id, MaxParts=1
             )
         except ClientError as error:
-            return error_code(error) == "NoSuchUpload"
+            # Ceph RGW answers NoSuchKey for an upload it no longer has (its meta object is gone).
+            return error_code(error) in ("NoSuchUpload", "NoSuchKey")
         except Exception:  # the error the caller had matters, not this one
             return False
         return False
@@ -475,6 +477,7 @@ class S3Storage(Storage):
     ) -> str:
         object_key, source = self.object_key(key), self.object_key(source_key)
         validate_range(start, stop)
+        validate_part(number, 0, part_size)  # before any request; the length once the size is known
         size = self.size(source_key)  # ObjectNotFound, and the range checked here as on every backend
         stop = size if stop is None else stop
         if stop > size or start >= stop:
@@ -514,7 +517,9 @@ class S3Storage(Storage):
         except ClientError as error:
             code = error_code(error)
             if code in _INVALID_PART_CODES:
-                raise InvalidPart(f"S3 cannot join these parts: {code}") from error
+                raise InvalidPart(
+                    f"S3 cannot join these parts ({code}){self._left_out(key, multipart_id, parts)}"
+                ) from error
             raise
         except NoSuchMultipart:
             # Completed before (this call, retried, or another process): its object answers for it.
@@ -527,6 +532,24 @@ class S3Storage(Storage):
             raise ObjectNotFound(key)
         return head["ContentLength"]
 
+    def _left_out(self, key: str, multipart_id: str, parts: list[tuple[int, str]]) -> str:
+        """Why S3 may have refused parts, for the error's message: parts sent but not joined, which Ceph
+        RGW refuses to leave out (AWS and moto would)."""
+        given = {number for number, _ in parts}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id
+            )
+            left_out = [
+                part["PartNumber"]
+                for page in pages
+                for part in page.get("Parts", [])
+                if part["PartNumber"] not in given
+            ]
+        except Exception:  # only a message: the refusal matters, not this
+            return ""
+        return f": parts {left_out} were sent but are not joined" if left_out else ""
+
     @_reports_outages
     def abort_multipart(self, key: str, multipart_id: str) -> None:
         try:
@@ -534,7 +557,8 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id
             )
         except ClientError as error:
-            if error_code(error) != "NoSuchUpload":
+            # Ceph RGW may answer NoSuchKey where the upload's meta object is gone.
+            if error_code(error) not in ("NoSuchUpload", "NoSuchKey"):
                 raise
 
     # -- ranges and copies -------------------------------------------------------------------------

@@ -16,6 +16,8 @@ import pytest
 import sqlalchemy as sa
 from werkzeug.exceptions import ClientDisconnected
 
+from edcrm import jobs
+from edcrm.bodytimeout import BodyTimeout
 from edcrm.extensions import db
 from edcrm.models import RecordingUpload, UploadStatus
 from edcrm.models.recording import RecordingUploadPart, UploadReason
@@ -27,12 +29,14 @@ from edcrm.recordings.errors import (
     LengthConflict,
     NotARecording,
     OffsetMismatch,
+    QueueUnavailable,
     TooLarge,
     TusChecksumMismatch,
     UploadExpired,
     WrongState,
 )
-from edcrm.storage import get_storage
+from edcrm.routes.bodies import IncompleteBody
+from edcrm.storage import StorageUnavailable, get_storage
 from tests.support.recordings import make_call_log
 
 MIB = 1024 * 1024
@@ -207,15 +211,22 @@ def test_the_whole_file_sha256_carries_across_requests_and_processes(backend, te
 # -- bodies cut off, checksums ----------------------------------------------------------------------------
 
 
-def test_a_body_cut_off_keeps_what_arrived_and_the_upload_resumes_from_there(backend, telecaller, call_log):
+@pytest.mark.parametrize(
+    "cut",
+    [ClientDisconnected, IncompleteBody, lambda: BodyTimeout(30)],
+    ids=["gone", "incomplete", "timeout"],
+)
+def test_a_body_cut_off_keeps_what_arrived_and_the_upload_resumes_from_there(
+    backend, telecaller, call_log, cut
+):
     data = random_wav(2 * PART + MIB)
     upload = new_upload(telecaller, call_log, len(data))
-    disconnected = ClientDisconnected()
+    error = cut()
 
-    with pytest.raises(ClientDisconnected) as raised:
-        tus.append(upload, offset=0, body=CutBody(data[: 6 * MIB], disconnected), content_length=len(data))
+    with pytest.raises(type(error)) as raised:
+        tus.append(upload, offset=0, body=CutBody(data[: 6 * MIB], error), content_length=len(data))
 
-    assert raised.value is disconnected  # the web layer's own error, for it to answer
+    assert raised.value is error  # the web layer's own error, for it to answer
     state = tus.state(reload(upload))
     assert state.offset == 6 * MIB and not state.finished
     assert (part_sizes(upload), reload(upload).tail_size) == ([PART], MIB)
@@ -419,3 +430,104 @@ def test_the_metadata_is_kept_as_sent(app, telecaller, call_log):
 def test_an_announced_sha256_is_kept_for_the_finishing_job(app, telecaller, call_log):
     upload = new_upload(telecaller, call_log, 10, sha256="AB" * 32)
     assert reload(upload).sha256 == "ab" * 32
+
+
+def test_an_upload_whose_job_could_not_be_sent_is_sent_when_its_client_asks_again(
+    app, telecaller, call_log, monkeypatch
+):
+    """The last bytes are committed but the broker is down: the PATCH answers that (503), and the HEAD
+    the client sends before trying again finds the upload finished and sends its job."""
+    data = random_wav(4000)
+    upload = new_upload(telecaller, call_log, len(data))
+    real_send = jobs.send
+
+    def broker_down(*args, **kwargs):
+        raise jobs.BrokerUnavailable("no broker")
+
+    monkeypatch.setattr(jobs, "send", broker_down)
+    with pytest.raises(QueueUnavailable):
+        send(upload, data, 0)
+    upload = reload(upload)
+    assert (upload.offset, upload.status, upload.job_id) == (len(data), UploadStatus.RECEIVING, None)
+
+    monkeypatch.setattr(jobs, "send", real_send)
+    state = tus.state(upload)
+
+    assert state.finished and state.offset == len(data)
+    upload = reload(upload)
+    assert upload.status is UploadStatus.PROCESSING and upload.job_id
+
+
+class OutageBody:
+    """A body during which S3 goes down, once `after` bytes were read."""
+
+    def __init__(self, data: bytes, after: int, s3_server):
+        self._stream, self._after, self._s3_server = io.BytesIO(data), after, s3_server
+
+    def read(self, size: int = -1) -> bytes:
+        if self._stream.tell() >= self._after and self._s3_server.running:
+            self._s3_server.stop()
+        return self._stream.read(size)
+
+
+def test_s3_going_down_mid_body_keeps_nothing_and_the_body_can_be_sent_again(
+    app, s3_server, telecaller, call_log
+):
+    app.config.update(TUS_PART_BYTES=PART)
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    data = random_wav(2 * PART + MIB)
+    upload = new_upload(telecaller, call_log, len(data))
+    send(upload, data[:MIB], 0)
+
+    try:
+        with pytest.raises(StorageUnavailable):
+            tus.append(upload, offset=MIB, body=OutageBody(data[MIB:], 6 * MIB, s3_server))
+    finally:
+        s3_server.start()
+
+    upload = reload(upload)
+    assert (upload.offset, upload.tail_size, part_sizes(upload)) == (MIB, MIB, [])
+    send(upload, data[MIB:], MIB)
+    assert assembled(upload) == data
+
+
+def test_a_patch_to_an_upload_whose_parts_were_pruned_is_told_it_expired(backend, telecaller, call_log):
+    data = random_wav(3 * PART)
+    upload = new_upload(telecaller, call_log, len(data))
+    send(upload, data[: PART + 10], 0)
+    upload = reload(upload)
+    get_storage().abort_multipart(upload.object_key, upload.multipart_id)  # what pruning does
+
+    with pytest.raises(UploadExpired):
+        send(upload, data[PART + 10 :], PART + 10)
+    assert reload(upload).offset == PART + 10
+
+
+def test_a_tail_that_could_not_be_promoted_is_promoted_by_the_next_head(
+    app, telecaller, call_log, monkeypatch
+):
+    """The late Upload-Length is committed, then the storage fails the tail's copy: the PATCH answers
+    the outage, and the HEAD the client sends before it tries again finishes the upload."""
+    app.config.update(TUS_PART_BYTES=PART)
+    data = random_wav(PART + 1000)
+    upload = new_upload(telecaller, call_log, None)
+    send(upload, data, 0)
+    storage = get_storage()
+    real_copy_part = type(storage).copy_part
+
+    def failing(self, *args, **kwargs):
+        raise StorageUnavailable("the storage is down")
+
+    monkeypatch.setattr(type(storage), "copy_part", failing)
+    with pytest.raises(StorageUnavailable):
+        tus.append(upload, offset=len(data), body=io.BytesIO(b""), length=len(data))
+    upload = reload(upload)
+    assert (upload.total_size, upload.tail_size, upload.status) == (len(data), 1000, UploadStatus.RECEIVING)
+
+    monkeypatch.setattr(type(storage), "copy_part", real_copy_part)
+    assert tus.state(upload).finished
+    upload = reload(upload)
+    assert upload.status is UploadStatus.PROCESSING and upload.tail_size == 0
+    assert assembled(upload) == data
