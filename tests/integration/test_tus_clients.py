@@ -21,6 +21,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import os
 import subprocess
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 
 from edcrm.models.recording import UploadReason
+from tests.support.processes import Service, free_port, wait_for
 from tests.support.round_robin_proxy import RoundRobinProxy
 from tests.support.stack import Stack, running_stack
 from tests.support.tus_clients import (
@@ -345,3 +347,54 @@ def test_two_webs_take_alternate_patches_of_one_upload(two_webs, node_clients, t
     assert all(this != after for this, after in itertools.pairwise(patched))  # alternately
     assert result["url"].startswith(proxy.url)
     assert_recorded(stack, call_log_id, upload_id_of(result["url"]), data)
+
+
+# -- the reference server: the clients here are right -------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def reference_server(s3_endpoint, node_clients, tmp_path_factory):
+    """The official @tus/server + @tus/s3-store (tests/clients/reference_server.mjs) on a fresh bucket of
+    moto's S3 server, then of RGW: (its tus endpoint, the bucket)."""
+    bucket = s3_endpoint.create_bucket()
+    port = free_port()
+    argv = ["node", str(CLIENTS / "reference_server.mjs"), "--port", str(port), "--s3-endpoint"]
+    argv += [s3_endpoint.endpoint_url, "--bucket", bucket, "--part-size", str(PART)]
+    env = {**os.environ, **s3_endpoint.aws_env}
+    log = tmp_path_factory.mktemp("reference") / "reference_server.log"
+    with Service(argv, env=env, log_path=log, name="@tus/server") as server:
+        wait_for(lambda: '"ready":true' in server.output(), timeout=60, what="@tus/server", watch=server)
+        yield f"http://127.0.0.1:{port}/files/", bucket
+    if hasattr(s3_endpoint, "delete_bucket"):
+        s3_endpoint.delete_bucket(bucket)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        ["--chunk-size", str(4 * MIB)],
+        ["--stop-after", str(6 * MIB)],
+        ["--stream", "--deferred", "--chunk-size", str(PART)],
+    ],
+    ids=["patches", "cut-and-resumed", "deferred-on-a-chunk-boundary"],
+)
+def test_the_clients_upload_byte_identical_files_to_the_reference_server(
+    reference_server, s3_endpoint, tmp_path, options
+):
+    endpoint, bucket = reference_server
+    data = recording(tmp_path / "call.wav", 10 * MIB, seed=30)
+
+    argv = [
+        "node",
+        str(CLIENTS / "tus_upload.mjs"),
+        "--endpoint",
+        endpoint,
+        "--file",
+        str(tmp_path / "call.wav"),
+    ]
+    done = subprocess.run([*argv, *options], capture_output=True, text=True, timeout=300, cwd=CLIENTS)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["ok"], result
+
+    stored = s3_endpoint.client().get_object(Bucket=bucket, Key=upload_id_of(result["url"]))["Body"].read()
+    assert sha256(stored) == sha256(data)
