@@ -6,7 +6,7 @@
 //     [--chunk-size BYTES] [--parallel N] [--deferred] [--stream] [--checksum sha1|sha256|md5]
 //     [--stop-after BYTES [--pause-ms MS]] [--terminate-after BYTES] [--no-retry] [--header 'Name: value']
 //
-// --stop-after cuts the connection in the middle of a PATCH (abort() once that many bytes went out), then
+// --stop-after cuts the connection in the middle of a PATCH (abort() once the bytes before it went out), then
 // a new Upload finds the stored URL (findPreviousUploads, or uploadUrl when the source has no
 // fingerprint, as a stream has none) and resumes from the offset the server reports.
 // --terminate-after aborts at that point and terminates the upload (DELETE).
@@ -24,6 +24,7 @@
 import crypto from 'node:crypto'
 import fs from 'node:fs'
 import path from 'node:path'
+import { Readable } from 'node:stream'
 import { parseArgs } from 'node:util'
 import * as tus from 'tus-js-client'
 
@@ -115,6 +116,29 @@ class GrowingFileSource {
 
 const growingFileReader = {
   openFile: async (input) => new GrowingFileSource(input.growing),
+}
+
+// --stop-after / --terminate-after: the file, whose slices stop short at that byte; once the bytes before
+// it went out, the Upload is aborted in the middle of that PATCH's body (its Content-Length promised
+// more), wherever the PATCH started: the cut comes at that byte, not at a progress event (they come at
+// most every 100 ms, when a fast server may have had the whole body).
+class CutFileSource {
+  constructor(file, cutAt) {
+    this.file = file
+    this.size = fs.statSync(file).size
+    this.cutAt = cutAt
+    this.onCut = () => {}
+  }
+  async slice(start, end) {
+    end = Math.min(end, this.size)
+    const stop = Math.min(end, this.cutAt)
+    const stream =
+      stop > start ? fs.createReadStream(this.file, { start, end: stop - 1 }) : Readable.from([], { objectMode: false })
+    stream.size = end - start
+    if (stop < end) stream.on('end', () => setTimeout(() => this.onCut(stop), 50)) // once it is on the wire
+    return { value: stream, done: end >= this.size }
+  }
+  close() {}
 }
 
 // The Node source: a file stream (tus-js-client reads each slice from disk), or (--stream) a growing file.
@@ -217,15 +241,12 @@ function fail(error) {
   process.exit(1)
 }
 
-// Runs one Upload until it succeeds, fails, or is cut after `stopAfter` bytes; what happened.
-function run(upload, stopAfter, terminate) {
+// Runs one Upload until it succeeds or fails, or (cutter: a CutFileSource) until it is cut at the
+// cutter's byte, then aborted (and terminated, with terminate); what happened.
+function run(upload, cutter, terminate = false) {
   return new Promise((resolve, reject) => {
-    upload.options.onProgress = (sent) => {
-      if (stopAfter !== undefined && sent >= stopAfter && !upload._cut) {
-        upload._cut = true
-        // abort() during the PATCH: its request is destroyed, the connection cut mid-body.
-        upload.abort(terminate).then(() => resolve({ cut: sent }), reject)
-      }
+    if (cutter) {
+      cutter.onCut = (at) => upload.abort(terminate).then(() => resolve({ cut: at }), reject)
     }
     upload.options.onSuccess = () => {
       timings.last_response = since()
@@ -236,24 +257,43 @@ function run(upload, stopAfter, terminate) {
   })
 }
 
+// The first Upload of a cut: its source stops at the byte, the rest as usual.
+function cutUpload(at) {
+  const cutter = new CutFileSource(args.file, at)
+  const upload = new tus.Upload(
+    { cut: args.file },
+    options({
+      fileReader: { openFile: async () => cutter },
+      // As the file's own (tus-js-client's fingerprint of a file stream), so that the resuming Upload finds it.
+      fingerprint: async () => `tus-node-cut-${path.resolve(args.file)}-${cutter.size}`,
+    }),
+  )
+  return { upload, cutter }
+}
+
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
 async function main() {
   const result = { ok: true, size, resumed_from: null, terminated: false, cut_at: null }
   const stopAfter = args['stop-after'] ? Number(args['stop-after']) : undefined
   const terminateAfter = args['terminate-after'] ? Number(args['terminate-after']) : undefined
-  let upload = new tus.Upload(source(), options(args['upload-url'] ? { uploadUrl: args['upload-url'] } : {}))
+  let upload =
+    stopAfter === undefined && terminateAfter === undefined
+      ? new tus.Upload(source(), options(args['upload-url'] ? { uploadUrl: args['upload-url'] } : {}))
+      : null
 
   if (terminateAfter !== undefined) {
-    const outcome = await run(upload, terminateAfter, true)
-    Object.assign(result, { url: upload.url, terminated: true, cut_at: outcome.cut ?? null, bytes: outcome.cut })
+    const { upload: first, cutter } = cutUpload(terminateAfter)
+    const outcome = await run(first, cutter, true)
+    Object.assign(result, { url: first.url, terminated: true, cut_at: outcome.cut ?? null, bytes: outcome.cut })
   } else if (stopAfter !== undefined) {
-    const outcome = await run(upload, stopAfter, false)
+    const { upload: first, cutter } = cutUpload(stopAfter)
+    const outcome = await run(first, cutter)
     result.cut_at = outcome.cut ?? null
-    const firstUrl = upload.url
+    const firstUrl = first.url
     await sleep(Number(args['pause-ms']))
     // A new Upload, as an app started again would make: the URL from the storage, the offset from HEAD.
-    upload = new tus.Upload(source(), options())
+    upload = new tus.Upload(source(), options({ fingerprint: first.options.fingerprint }))
     const previous = await upload.findPreviousUploads()
     if (previous.length > 0) {
       upload.resumeFromPreviousUpload(previous[0])
@@ -262,7 +302,7 @@ async function main() {
       upload.options.uploadUrl = firstUrl
       result.resumed_with = 'uploadUrl'
     }
-    if (!outcome.done) await run(upload)
+    await run(upload)
     // The offset the resume went on from: the last HEAD's (the first ones may come while the server
     // still holds the cut PATCH's lock and has not committed what it received).
     const heads = requests.filter((entry) => entry.method === 'HEAD')

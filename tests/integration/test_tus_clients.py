@@ -2,9 +2,10 @@
 `dramatiq edcrm.actors` worker makes the Recording: tus-js-client (Node, tests/clients/tus_upload.mjs)
 and tuspy (Python), plain, cut mid-PATCH and resumed, with per-PATCH checksums, with deferred length
 (also ending on a chunk boundary: the length comes in an empty PATCH), with parallelUploads
-(concatenation), terminated; and two web servers that share nothing local, behind a round-robin proxy,
-taking alternate PATCHes of one upload. Every Recording's SHA-256 is the source's, and so are the
-bytes downloaded back; an announced SHA-256 that is wrong fails the upload with the reason.
+(concatenation), terminated. Every Recording's SHA-256 is the source's, and so are the bytes downloaded
+back; an announced SHA-256 that is wrong fails the upload with the reason. (Two webs behind a proxy:
+test_tus_two_webs.py, a module of its own, since its stack must not run beside this module's: both
+use the test session's Redis database, and a worker takes the other stack's jobs.)
 
 Checksums: tuspy sends `Upload-Checksum` (sha1) with `upload_checksum=True`; tus-js-client has no such
 option, so tus_upload.mjs sets the header itself in onBeforeRequest (`--checksum`); a PATCH with a wrong
@@ -19,7 +20,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import itertools
 import json
 import os
 import subprocess
@@ -32,7 +32,6 @@ from tusclient.storage.filestorage import FileStorage
 
 from edcrm.models.recording import UploadReason
 from tests.support.processes import Service, free_port, wait_for
-from tests.support.round_robin_proxy import RoundRobinProxy
 from tests.support.stack import Stack, running_stack
 from tests.support.tus_clients import (
     CLIENTS,
@@ -42,11 +41,13 @@ from tests.support.tus_clients import (
     TUS,
     assert_recorded,
     finished,
+    metadata,
     no_leftovers,
     recording,
     require_node_clients,
     sha256,
     tus_headers,
+    tus_js,
     upload_id_of,
 )
 
@@ -62,37 +63,6 @@ def tus_stack(postgres_url, redis_url, s3_endpoint, tmp_path_factory):
     folder = tmp_path_factory.mktemp(f"tus-{s3_endpoint.name}")
     with running_stack(postgres_url, redis_url, s3_endpoint, folder, settings=SETTINGS) as stack:
         yield stack
-
-
-# -- helpers ------------------------------------------------------------------------------------------------
-
-
-def tus_js(stack: Stack, path: Path, *options: str, endpoint: str | None = None, check: bool = True) -> dict:
-    """tus_upload.mjs with the telecaller's token and the options; its JSON result."""
-    argv = [
-        "node",
-        str(CLIENTS / "tus_upload.mjs"),
-        "--endpoint",
-        endpoint or f"{stack.base}{TUS}",
-        "--file",
-        str(path),
-        "--token",
-        stack.token,
-        *options,
-    ]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=CLIENTS)
-    lines = done.stdout.strip().splitlines()
-    assert lines, f"tus_upload.mjs printed nothing (exit {done.returncode}): {done.stderr[-3000:]}"
-    result = json.loads(lines[-1])
-    if check:
-        assert done.returncode == 0 and result["ok"], f"{result}\n{done.stderr[-3000:]}"
-    return result
-
-
-def metadata(call_log_id: int, data: bytes, **extra: str) -> list[str]:
-    """tus_upload.mjs's options for the metadata of a recording of call_log_id."""
-    announced = extra.get("sha256", sha256(data))
-    return ["--call-log-id", str(call_log_id), "--filetype", "audio/wav", "--sha256", announced]
 
 
 # -- tus-js-client -------------------------------------------------------------------------------------------
@@ -310,43 +280,6 @@ def test_a_patch_whose_checksum_does_not_match_is_460_and_keeps_nothing(tus_stac
     sent = requests.patch(url, data=data, headers={**headers, **checksum}, timeout=60)
     assert sent.status_code == 204 and sent.headers["Upload-Offset"] == str(len(data))
     assert_recorded(tus_stack, call_log_id, upload_id_of(url), data)
-
-
-# -- two webs, one upload ------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def two_webs(postgres_url, redis_url, s3_endpoint, tmp_path):
-    """Two gunicorns (each in a working folder, instance folder and TMPDIR of its own) on one PostgreSQL,
-    Redis and bucket, behind a proxy that sends each request to the next one."""
-    with (
-        running_stack(
-            postgres_url, redis_url, s3_endpoint, tmp_path / "stack", webs=2, settings=SETTINGS
-        ) as stack,
-        RoundRobinProxy(stack.bases) as proxy,
-    ):
-        yield stack, proxy
-
-
-def test_two_webs_take_alternate_patches_of_one_upload(two_webs, node_clients, tmp_path):
-    stack, proxy = two_webs
-    call_log_id = stack.call_log_id
-    data = recording(tmp_path / "call.wav", 16 * MIB + 13, seed=11)
-
-    result = tus_js(
-        stack,
-        tmp_path / "call.wav",
-        *metadata(call_log_id, data),
-        "--chunk-size",
-        str(3 * MIB),
-        endpoint=f"{proxy.url}{TUS}",
-    )
-
-    patched = proxy.backends_of("PATCH")
-    assert len(patched) == 6 and set(patched) == {0, 1}
-    assert all(this != after for this, after in itertools.pairwise(patched))  # alternately
-    assert result["url"].startswith(proxy.url)
-    assert_recorded(stack, call_log_id, upload_id_of(result["url"]), data)
 
 
 # -- the reference server: the clients here are right -------------------------------------------------

@@ -5,8 +5,10 @@ size, SHA-256 and downloaded bytes against the source's."""
 from __future__ import annotations
 
 import hashlib
+import json
 import random
 import shutil
+import subprocess
 from pathlib import Path
 
 import requests
@@ -95,6 +97,34 @@ def no_leftovers(stack: Stack, upload_id: str) -> None:
     assert s3.list_multipart_uploads(Bucket=stack.bucket).get("Uploads", []) == []
     listed = s3.list_objects_v2(Bucket=stack.bucket, Prefix="edcrm/uploads/")
     assert [item["Key"] for item in listed.get("Contents", []) if upload_id in item["Key"]] == []
+
+
+def tus_js(stack: Stack, path: Path, *options: str, endpoint: str | None = None, check: bool = True) -> dict:
+    """tus_upload.mjs with the telecaller's token and the options; its JSON result."""
+    argv = [
+        "node",
+        str(CLIENTS / "tus_upload.mjs"),
+        "--endpoint",
+        endpoint or f"{stack.base}{TUS}",
+        "--file",
+        str(path),
+        "--token",
+        stack.token,
+        *options,
+    ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=CLIENTS)
+    lines = done.stdout.strip().splitlines()
+    assert lines, f"tus_upload.mjs printed nothing (exit {done.returncode}): {done.stderr[-3000:]}"
+    result = json.loads(lines[-1])
+    if check:
+        assert done.returncode == 0 and result["ok"], f"{result}\n{done.stderr[-3000:]}"
+    return result
+
+
+def metadata(call_log_id: int, data: bytes, **extra: str) -> list[str]:
+    """tus_upload.mjs's options for the metadata of a recording of call_log_id."""
+    announced = extra.get("sha256", sha256(data))
+    return ["--call-log-id", str(call_log_id), "--filetype", "audio/wav", "--sha256", announced]
 
 
 def tus_headers(stack: Stack) -> dict[str, str]:
