@@ -241,6 +241,14 @@ def test_abort_leaves_nothing_and_may_be_repeated(storage, source, data):
         assert [p for p in storage.root.rglob("*") if p.is_file()] == []
 
 
+def test_abort_after_complete_keeps_the_object(storage, source, data):
+    upload = storage.start_multipart("k", part_size=P)
+    storage.complete_multipart("k", upload, [(1, put(storage, "k", upload, 1, source, data))])
+    storage.abort_multipart("k", upload)  # e.g. the pruner, late: nothing to abort
+    assert read(storage, "k") == data[:P]
+    assert storage.complete_multipart("k", upload, [(1, "any")]) == P  # completed, whatever it is told
+
+
 def test_parts_are_checked(storage, source):
     upload = storage.start_multipart("k", part_size=P)
     for number, offset, length, part_size in [
