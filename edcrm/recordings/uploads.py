@@ -41,7 +41,7 @@ from ..models.recording import MAX_CHUNKS, RecordingUploadPart
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, Storage, get_storage
 from ..storage.base import Readable
-from . import audio, digest, job_rules
+from . import audio, digest, ingest, job_rules
 from .errors import ChecksumMismatch, ChunksMissing, InvalidUpload, QueueUnavailable, TooLarge, WrongState
 
 if TYPE_CHECKING:
@@ -436,10 +436,9 @@ def remove_received(upload: RecordingUpload) -> None:
 
 
 def tail_key(upload: RecordingUpload) -> str:
-    """Where a tus upload's tail is staged (as edcrm.recordings.ingest names it: the start of the next
-    part's number)."""
+    """Where a tus upload's tail is staged: as the start of the next part (edcrm.recordings.ingest)."""
     number = (upload.offset - upload.tail_size) // (upload.part_size or 1) + 1
-    return f"{upload.prefix}tail-{number:05d}"
+    return ingest.tail_key(upload.prefix, number)
 
 
 def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None) -> str:
