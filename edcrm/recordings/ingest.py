@@ -44,6 +44,8 @@ MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * MIB
 #: Parts being sent at once while the next one fills.
 MAX_IN_FLIGHT = 2
+#: How often the upload's lease is renewed while a part being sent is waited for (s).
+RENEW_WHILE_WAITING_S = 5.0
 
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "crc32")
 
@@ -141,13 +143,14 @@ def receive(
     byte past it is TooLarge, and nothing is kept. With ends_at_limit (the length is known), a body
     that reaches it puts its last bytes as the last part instead of staging them. observe sees every
     new byte with its offset in the upload, in order (the whole-file hash, the head, audio counting);
-    renew is called per block (the upload's lease); past_limit makes the error of a byte past limit.
-    checksum (algorithm, digest) is the body's: on a
-    mismatch TusChecksumMismatch, and nothing is kept. content_length, when known: a body that ends
-    short of it without its stream raising is cut off too (BodyEndedEarly)."""
+    renew is called per block and while parts are waited for (the upload's lease); past_limit makes
+    the error of a byte past limit. checksum (algorithm, digest) is the body's: on a mismatch
+    TusChecksumMismatch, and nothing is kept. content_length, when known: a body that ends short of it
+    without its stream raising is cut off too (BodyEndedEarly)."""
     verifier = Checksum(checksum[0]) if checksum is not None else None
+    expected = checksum[1] if checksum is not None else None
     result = Received(tail_number=target.parts + 1)
-    with _Parts(storage, target) as parts:
+    with _Parts(storage, target, renew) as parts:
         offset = target.offset
         try:
             while True:
@@ -177,7 +180,7 @@ def receive(
                 if verifier is not None:
                     raise cut
                 result.cut = cut
-            if verifier is not None and verifier.digest() != checksum[1]:  # type: ignore[index]
+            if verifier is not None and verifier.digest() != expected:
                 raise TusChecksumMismatch(
                     f"The body does not match its Upload-Checksum ({verifier.algorithm}): nothing of it "
                     "was kept."
@@ -193,8 +196,8 @@ def receive(
 class _Parts:
     """The parts of one body: the one filling (a spool file) and those being sent."""
 
-    def __init__(self, storage: Storage, target: Target):
-        self.storage, self.target = storage, target
+    def __init__(self, storage: Storage, target: Target, renew: Callable[[], None]):
+        self.storage, self.target, self.renew = storage, target, renew
         self.size = target.part_size
         self.number = target.parts + 1  # the part filling
         self.filled = 0
@@ -288,7 +291,12 @@ class _Parts:
     def _collect(self) -> None:
         future, part, file = self._sending.popleft()
         try:
-            etag = future.result()
+            while True:
+                try:
+                    etag = future.result(timeout=RENEW_WHILE_WAITING_S)
+                    break
+                except TimeoutError:  # a slow storage: the lease must outlive the wait
+                    self.renew()
         finally:
             file.close()
         self._sent.append(Part(part.number, part.size, etag))

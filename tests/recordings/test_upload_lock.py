@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.exceptions import ClientDisconnected
 
 from edcrm import create_app
 from edcrm.extensions import db
@@ -115,8 +116,10 @@ class SlowBody:
 
     def __init__(self, data: bytes, blocks: int, pause: float):
         self._stream, self._size, self._pause = io.BytesIO(data), -(-len(data) // blocks), pause
+        self.started = threading.Event()
 
     def read(self, size: int = -1) -> bytes:
+        self.started.set()
         time.sleep(self._pause)
         return self._stream.read(min(size, self._size))
 
@@ -130,10 +133,12 @@ def test_a_slow_patch_keeps_its_lease_past_its_length_while_bytes_arrive(app, br
     def slow() -> None:
         with app.app_context():
             slow_upload = db.session.get_one(RecordingUpload, upload.id)
-            outcome.append(tus.append(slow_upload, offset=0, body=SlowBody(data, 8, 0.1)))
+            outcome.append(tus.append(slow_upload, offset=0, body=body))
 
+    body = SlowBody(data, 8, 0.1)
     thread = threading.Thread(target=slow)
     thread.start()
+    assert body.started.wait(30)  # the PATCH holds the upload
     time.sleep(0.6)  # twice the lease: renewed since
     with pytest.raises(UploadLocked):
         tus.append(upload, offset=0, body=io.BytesIO(data))
@@ -210,7 +215,77 @@ def test_the_advisory_lock_is_held_by_its_connection_and_leaves_with_it(pg_app, 
             ).scalar_one()
             with pytest.raises(UploadLocked), upload_lock.hold(upload.id):
                 pass
-        with upload_lock.hold(upload.id):  # its connection closed: PostgreSQL released the lock
-            pass
+        # Its connection closed: PostgreSQL releases the lock as the session's process ends, a moment
+        # after the client hung up.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with upload_lock.hold(upload.id):
+                    break
+            except UploadLocked:
+                assert time.monotonic() < deadline, "the lock outlived its connection"
+                time.sleep(0.05)
     finally:
         other.dispose()
+
+
+class CutWhenTold:
+    """A body that sends `data`, then waits for `cut`, then fails as a connection the server finds
+    broken only a moment later."""
+
+    def __init__(self, data: bytes, cut: threading.Event):
+        self._stream, self._cut = io.BytesIO(data), cut
+        self.started = threading.Event()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._stream.read(size)
+        if block:
+            return block
+        self.started.set()
+        assert self._cut.wait(30)
+        time.sleep(0.3)
+        raise ClientDisconnected()
+
+
+def test_a_head_right_after_a_cut_answers_what_the_cut_patch_kept(app, branch, telecaller):
+    """A client resumes at once; the server notices its PATCH was cut a moment later and commits what
+    arrived: the HEAD waits for that, and resumes from there instead of sending it all again."""
+    data = wav(2.0)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    cut = threading.Event()
+    body = CutWhenTold(data[:20_000], cut)
+
+    def patch() -> None:
+        with app.app_context(), pytest.raises(ClientDisconnected):
+            tus.append(db.session.get_one(RecordingUpload, upload.id), offset=0, body=body)
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    assert body.started.wait(30)
+    cut.set()
+    assert tus.state(upload).offset == 20_000
+    thread.join(30)
+
+
+def test_a_head_waits_for_a_live_patch_only_so_long(app, branch, telecaller):
+    app.config["TUS_HEAD_WAIT_S"] = 0.2
+    data = wav(0.5)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    gate = threading.Event()
+    body = GatedBody(data, gate)
+
+    def patch() -> None:
+        with app.app_context():
+            tus.append(db.session.get_one(RecordingUpload, upload.id), offset=0, body=body)
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    try:
+        assert body.started.wait(30)
+        started = time.monotonic()
+        assert tus.state(upload).offset == 0  # the committed offset: the PATCH is still arriving
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        gate.set()
+        thread.join(30)
+    assert tus.state(upload).finished
