@@ -279,8 +279,11 @@ def _commit(
         upload.updated_at = utcnow()
         db.session.commit()
     except sa.exc.IntegrityError:
-        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone.
         db.session.rollback()
+        made = db.session.execute(sa.select(Recording).filter_by(upload_id=upload.id)).scalar_one_or_none()
+        if made is not None:  # a second delivery of the job, run at the same time, committed it first
+            return made
+        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone.
         storage.delete(key)
         raise
     log.info(
