@@ -136,7 +136,8 @@ def test_chunks_sent_at_once_share_one_multipart_upload(pg_app, pg_worker):
         assert stored.read() == data
 
 
-def test_two_deliveries_of_one_finalize_at_once_make_one_recording_and_keep_its_object(pg_app):
+@pytest.mark.parametrize("chunk", [PART, MIB], ids=["parts", "small-chunks"])
+def test_two_deliveries_of_one_finalize_at_once_make_one_recording_and_keep_its_object(pg_app, chunk):
     from edcrm.recordings import finalize
 
     branch = Branch(name="Kochi")
@@ -145,9 +146,10 @@ def test_two_deliveries_of_one_finalize_at_once_make_one_recording_and_keep_its_
     telecaller = make_user(branch, Role.TELECALLER, email="caller@kochi.test")
     call_log = make_call_log(branch, telecaller)
     data = noisy_wav(2 * PART + 4321)
-    upload = uploads.create_session(telecaller, call_log, filename="c.wav", expected_chunks=3)
-    for index, start in enumerate(range(0, len(data), PART)):
-        uploads.store_chunk(upload, index, io.BytesIO(data[start : start + PART]))
+    starts = range(0, len(data), chunk)
+    upload = uploads.create_session(telecaller, call_log, filename="c.wav", expected_chunks=len(starts))
+    for index, start in enumerate(starts):
+        uploads.store_chunk(upload, index, io.BytesIO(data[start : start + chunk]))
     upload_id = upload.id
     db.session.execute(sa.update(RecordingUpload).values(status=UploadStatus.PROCESSING))
     db.session.commit()
