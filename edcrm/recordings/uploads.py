@@ -16,7 +16,8 @@ limit together, and `complete` waits for a chunk being recorded instead of racin
 Chunks of at least MIN_PART_BYTES go straight into a multipart upload of the recording's final object
 (`recordings/{call_log_id}/{upload_id}`) as part index + 1, in the same transaction and under the same
 claim, so that finalizing copies nothing (edcrm.recordings.finish_multipart). The first such chunk that
-is not the last one fixes the upload's part size and starts its multipart upload; a chunk of that size,
+is not the last one fixes the upload's part size and starts its multipart upload (its id committed on
+its own first, so that DELETE and pruning can always abort it); a chunk of that size,
 and a last chunk no larger, is a part (its ETag on its row); any other chunk (smaller, of another size,
 or the last one before the part size is known) is an object of its own, as before. The whole file's
 SHA-256 advances over the parts that are contiguous from byte 0 as they arrive (hash_state over
