@@ -200,8 +200,12 @@ def _assemble(upload: RecordingUpload, keys: list[Source]) -> Recording:
     except sa.exc.IntegrityError:
         # The call log was deleted while its recording was being stored: remove the object again; the
         # retry finds the call log gone and cancels. (Only then: after another error the commit may
-        # have happened, and the object is the recording.)
+        # have happened, and the object is the recording.) Unless a second delivery of the job, run
+        # at the same time, committed the Recording first: the object is its.
         db.session.rollback()
+        made = db.session.execute(sa.select(Recording).filter_by(upload_id=upload.id)).scalar_one_or_none()
+        if made is not None:
+            return made
         storage.delete(key)
         raise
     log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)

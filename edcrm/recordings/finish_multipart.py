@@ -46,7 +46,7 @@ from ..jobs import Unrecoverable
 from ..models import Recording, RecordingChunk, RecordingUpload, UploadKind
 from ..models.recording import RecordingUploadPart, UploadStatus
 from ..models.types import utcnow
-from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
+from ..storage import ObjectNotFound, Storage, get_storage
 from ..storage.base import NoSuchMultipart, RangedReader
 from . import audio, digest
 
@@ -178,7 +178,7 @@ class _Hashlib:
     def __init__(self) -> None:
         self._digest = hashlib.sha256()
 
-    def update(self, data: bytes) -> None:
+    def update(self, data: bytes | bytearray) -> None:
         self._digest.update(data)
 
     def hexdigest(self) -> str:
@@ -196,18 +196,24 @@ def _hasher(upload: RecordingUpload, size: int) -> tuple[_Hashlib | digest.Resum
 
 
 #: Ranged reads of the bytes left to hash: this many of RANGE_BYTES each in flight while the one before
-#: is hashed, so that hashing waits on no single request's latency (8 MiB of memory at most).
-RANGES_IN_FLIGHT = 4
-RANGE_BYTES = 2 * 1024 * 1024
+#: is hashed, so that hashing waits on no single request's latency (a few MiB of memory at most).
+RANGES_IN_FLIGHT = 3
+RANGE_BYTES = 1024 * 1024
+#: What one read of a range's stream takes at most (what a read holds besides the range's buffer).
+READ_BYTES = 256 * 1024
 
 
-def _read_range(storage: Storage, key: str, start: int, stop: int) -> bytes:
+def _read_range(storage: Storage, key: str, start: int, stop: int) -> bytearray:
+    """Bytes [start, stop) of the object (fewer if it is shorter), in one buffer filled in place."""
+    buffer = bytearray(stop - start)
+    view, got = memoryview(buffer), 0
     with storage.open_range(key, start, stop) as stream:
-        pieces, left = [], stop - start
-        while left > 0 and (piece := stream.read(min(left, BLOCK_SIZE))):
-            pieces.append(piece)
-            left -= len(piece)
-    return b"".join(pieces)
+        while got < len(buffer) and (piece := stream.read(min(READ_BYTES, len(buffer) - got))):
+            view[got : got + len(piece)] = piece
+            got += len(piece)
+    view.release()
+    del buffer[got:]
+    return buffer
 
 
 def _hash_range(storage: Storage, key: str, start: int, stop: int, hasher) -> int:
@@ -273,8 +279,11 @@ def _commit(
         upload.updated_at = utcnow()
         db.session.commit()
     except sa.exc.IntegrityError:
-        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone.
         db.session.rollback()
+        made = db.session.execute(sa.select(Recording).filter_by(upload_id=upload.id)).scalar_one_or_none()
+        if made is not None:  # a second delivery of the job, run at the same time, committed it first
+            return made
+        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone.
         storage.delete(key)
         raise
     log.info(

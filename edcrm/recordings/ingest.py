@@ -143,11 +143,12 @@ def receive(
     byte past it is TooLarge, and nothing is kept. With ends_at_limit (the length is known), a body
     that reaches it puts its last bytes as the last part instead of staging them. observe sees every
     new byte with its offset in the upload, in order (the whole-file hash, the head, audio counting);
-    renew is called per block (the upload's lease); past_limit makes the error of a byte past limit.
-    checksum (algorithm, digest) is the body's: on a
-    mismatch TusChecksumMismatch, and nothing is kept. content_length, when known: a body that ends
-    short of it without its stream raising is cut off too (BodyEndedEarly)."""
+    renew is called per block and while parts are waited for (the upload's lease); past_limit makes
+    the error of a byte past limit. checksum (algorithm, digest) is the body's: on a mismatch
+    TusChecksumMismatch, and nothing is kept. content_length, when known: a body that ends short of it
+    without its stream raising is cut off too (BodyEndedEarly)."""
     verifier = Checksum(checksum[0]) if checksum is not None else None
+    expected = checksum[1] if checksum is not None else None
     result = Received(tail_number=target.parts + 1)
     with _Parts(storage, target, renew) as parts:
         offset = target.offset
@@ -179,7 +180,7 @@ def receive(
                 if verifier is not None:
                     raise cut
                 result.cut = cut
-            if verifier is not None and verifier.digest() != checksum[1]:  # type: ignore[index]
+            if verifier is not None and verifier.digest() != expected:
                 raise TusChecksumMismatch(
                     f"The body does not match its Upload-Checksum ({verifier.algorithm}): nothing of it "
                     "was kept."

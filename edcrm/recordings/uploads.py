@@ -16,7 +16,8 @@ limit together, and `complete` waits for a chunk being recorded instead of racin
 Chunks of at least MIN_PART_BYTES go straight into a multipart upload of the recording's final object
 (`recordings/{call_log_id}/{upload_id}`) as part index + 1, in the same transaction and under the same
 claim, so that finalizing copies nothing (edcrm.recordings.finish_multipart). The first such chunk that
-is not the last one fixes the upload's part size and starts its multipart upload; a chunk of that size,
+is not the last one fixes the upload's part size and starts its multipart upload (its id committed on
+its own first, so that DELETE and pruning can always abort it); a chunk of that size,
 and a last chunk no larger, is a part (its ETag on its row); any other chunk (smaller, of another size,
 or the last one before the part size is known) is an object of its own, as before. The whole file's
 SHA-256 advances over the parts that are contiguous from byte 0 as they arrive (hash_state over
@@ -164,8 +165,51 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
             raise ChecksumMismatch(
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
             )
+        _open_multipart(upload_id, index, chunk.size)
         _keep_chunk(upload_id, index, key, chunk)
         metrics.count_upload("recording_chunk", chunk.size)
+
+
+def _open_multipart(upload_id: str, index: int, size: int) -> None:
+    """Where this chunk is the one that fixes the part size, start the upload's multipart upload and
+    commit its id on its own, first (conditional: the first chunk to do so wins, a loser's is aborted
+    again), so that every id the storage hands out is recorded: DELETE and pruning abort it whatever
+    becomes of the chunk (S3 keeps, and bills, the parts of an upload nobody aborts)."""
+    upload = db.session.execute(
+        sa.select(
+            RecordingUpload.call_log_id,
+            RecordingUpload.expected_chunks,
+            RecordingUpload.part_size,
+            RecordingUpload.multipart_id,
+            RecordingUpload.status,
+        ).where(RecordingUpload.id == upload_id)
+    ).one_or_none()
+    db.session.commit()
+    if upload is None or upload.multipart_id is not None or upload.status is not UploadStatus.RECEIVING:
+        return
+    part_size = _part_size_for(upload, index, size)
+    if part_size is None:
+        return
+    storage, key = get_storage(), f"recordings/{upload.call_log_id}/{upload_id}"
+    multipart_id = storage.start_multipart(key, part_size=part_size)
+    try:
+        opened: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
+            sa.update(RecordingUpload)
+            .where(
+                RecordingUpload.id == upload_id,
+                RecordingUpload.status == UploadStatus.RECEIVING,
+                RecordingUpload.multipart_id.is_(None),
+            )
+            .values(multipart_id=multipart_id, object_key=key, part_size=part_size)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        _abort_quietly(storage, key, multipart_id)
+        raise
+    if opened.rowcount != 1:  # another chunk opened one first, or the upload is over
+        _abort_quietly(storage, key, multipart_id)
 
 
 def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
@@ -219,7 +263,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
         if part_size is not None:
             object_key = upload.object_key or f"recordings/{upload.call_log_id}/{upload_id}"
             multipart_id = upload.multipart_id
-            if multipart_id is None:
+            if multipart_id is None:  # not opened first (_open_multipart): opened with the chunk
                 multipart_id = storage.start_multipart(object_key, part_size=part_size)
                 started = (object_key, multipart_id)
                 values.update(multipart_id=multipart_id, object_key=object_key, part_size=part_size)

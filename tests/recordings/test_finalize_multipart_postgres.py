@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from edcrm import create_app
 from edcrm.extensions import db
 from edcrm.jobs import broker_of, records
-from edcrm.models import Branch, CallLog, RecordingChunk, RecordingUpload, Role, UploadStatus
+from edcrm.models import Branch, CallLog, Recording, RecordingChunk, RecordingUpload, Role, UploadStatus
 from edcrm.recordings import uploads
 from edcrm.storage import get_storage
 from tests.support.jobs import JOB_BACKOFFS, run_jobs, stop_worker
@@ -132,5 +132,48 @@ def test_chunks_sent_at_once_share_one_multipart_upload(pg_app, pg_worker):
     assert db.session.get_one(RecordingUpload, upload_id).status is UploadStatus.COMPLETED
     recording = db.session.get_one(CallLog, call_log.id).recording
     assert recording.sha256 == hashlib.sha256(data).hexdigest()
+    with get_storage().open(recording.storage_key) as stored:
+        assert stored.read() == data
+
+
+@pytest.mark.parametrize("chunk", [PART, MIB], ids=["parts", "small-chunks"])
+def test_two_deliveries_of_one_finalize_at_once_make_one_recording_and_keep_its_object(pg_app, chunk):
+    from edcrm.recordings import finalize
+
+    branch = Branch(name="Kochi")
+    db.session.add(branch)
+    db.session.commit()
+    telecaller = make_user(branch, Role.TELECALLER, email="caller@kochi.test")
+    call_log = make_call_log(branch, telecaller)
+    data = noisy_wav(2 * PART + 4321)
+    starts = range(0, len(data), chunk)
+    upload = uploads.create_session(telecaller, call_log, filename="c.wav", expected_chunks=len(starts))
+    for index, start in enumerate(starts):
+        uploads.store_chunk(upload, index, io.BytesIO(data[start : start + chunk]))
+    upload_id = upload.id
+    db.session.execute(sa.update(RecordingUpload).values(status=UploadStatus.PROCESSING))
+    db.session.commit()
+    barrier, made, errors = threading.Barrier(2), [], []
+
+    def deliver() -> None:
+        with pg_app.app_context():
+            try:
+                barrier.wait()
+                made.append(finalize.finalize_upload(upload_id))
+            except BaseException as error:
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert errors == [] and len(set(made)) == 1
+    db.session.expire_all()
+    assert db.session.execute(sa.select(sa.func.count()).select_from(Recording)).scalar_one() == 1
+    recording = db.session.get_one(Recording, made[0])
     with get_storage().open(recording.storage_key) as stored:
         assert stored.read() == data

@@ -232,7 +232,10 @@ def test_a_patch_waiting_on_a_slow_storage_keeps_its_lease(app, branch, telecall
 
     thread = threading.Thread(target=patch)
     thread.start()
-    time.sleep(0.7)  # the body is in; its parts are still being sent, for longer than the lease
+    deadline = time.monotonic() + 30
+    while slow.calls < 2 and time.monotonic() < deadline:  # the body is in, both parts being sent
+        time.sleep(0.01)
+    time.sleep(0.5)  # longer than the lease; the parts take a second
     with pytest.raises(UploadLocked):
         tus.append(upload, offset=0, body=io.BytesIO(data))
     thread.join(30)
@@ -244,7 +247,7 @@ def test_a_writer_whose_lease_was_taken_commits_nothing(app, branch, telecaller,
     request took the upload finds out before it commits, and keeps nothing."""
     app.config.update(TUS_PART_BYTES=PART, UPLOAD_LEASE_S=0.3)
     monkeypatch.setattr(ingest, "RENEW_WHILE_WAITING_S", 60)
-    slow = Watched(get_storage(), delay=1.0)
+    slow = Watched(get_storage(), delay=2.0)
     monkeypatch.setattr(session, "get_storage", lambda: slow)
     data = random_wav(PART + 100)
     upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
@@ -259,7 +262,10 @@ def test_a_writer_whose_lease_was_taken_commits_nothing(app, branch, telecaller,
 
     thread = threading.Thread(target=patch)
     thread.start()
-    time.sleep(0.6)
+    deadline = time.monotonic() + 30
+    while slow.calls < 2 and time.monotonic() < deadline:  # the body is in, both parts being sent
+        time.sleep(0.01)
+    time.sleep(0.5)  # longer than the lease, shorter than the parts take
     with upload_lock.hold(upload.id):  # the lease ran out: another request has the upload now
         thread.join(30)
     assert isinstance(outcome[0], UploadLocked)

@@ -116,8 +116,10 @@ class SlowBody:
 
     def __init__(self, data: bytes, blocks: int, pause: float):
         self._stream, self._size, self._pause = io.BytesIO(data), -(-len(data) // blocks), pause
+        self.started = threading.Event()
 
     def read(self, size: int = -1) -> bytes:
+        self.started.set()
         time.sleep(self._pause)
         return self._stream.read(min(size, self._size))
 
@@ -131,10 +133,12 @@ def test_a_slow_patch_keeps_its_lease_past_its_length_while_bytes_arrive(app, br
     def slow() -> None:
         with app.app_context():
             slow_upload = db.session.get_one(RecordingUpload, upload.id)
-            outcome.append(tus.append(slow_upload, offset=0, body=SlowBody(data, 8, 0.1)))
+            outcome.append(tus.append(slow_upload, offset=0, body=body))
 
+    body = SlowBody(data, 8, 0.1)
     thread = threading.Thread(target=slow)
     thread.start()
+    assert body.started.wait(30)  # the PATCH holds the upload
     time.sleep(0.6)  # twice the lease: renewed since
     with pytest.raises(UploadLocked):
         tus.append(upload, offset=0, body=io.BytesIO(data))
@@ -211,8 +215,16 @@ def test_the_advisory_lock_is_held_by_its_connection_and_leaves_with_it(pg_app, 
             ).scalar_one()
             with pytest.raises(UploadLocked), upload_lock.hold(upload.id):
                 pass
-        with upload_lock.hold(upload.id):  # its connection closed: PostgreSQL released the lock
-            pass
+        # Its connection closed: PostgreSQL releases the lock as the session's process ends, a moment
+        # after the client hung up.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with upload_lock.hold(upload.id):
+                    break
+            except UploadLocked:
+                assert time.monotonic() < deadline, "the lock outlived its connection"
+                time.sleep(0.05)
     finally:
         other.dispose()
 
