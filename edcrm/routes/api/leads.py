@@ -27,7 +27,7 @@ from .serializers import lead_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation
 
 #: What a phone number is written with: digits, a leading +, and separators people type.
-_PHONE_QUERY = re.compile(r"\+?[0-9][0-9 ()\-./]*")
+_PHONE_QUERY = re.compile(r"\+?[0-9 ()\-./]+")
 _NOT_DIGITS = re.compile(r"[^0-9]")
 #: A name's words: runs of letters and digits (what PostgreSQL's parser makes words of too).
 _WORD = re.compile(r"[^\W_]+")
@@ -48,6 +48,8 @@ def phone_prefixes(query: str) -> list[str] | None:
     if not _PHONE_QUERY.fullmatch(query):
         return None
     digits = _NOT_DIGITS.sub("", query)
+    if not digits:
+        return None
     if query.startswith("+"):
         return [f"+{digits}"]
     if digits.startswith("00"):
