@@ -132,7 +132,11 @@ def create_call_log(json: CallLogRequest):
             return replayed
         message = "A request with this Idempotency-Key ended meanwhile; send it again."
         raise ApiError(409, "idempotency_key_in_use", message) from None
-    answer, headers = _log(json)
+    try:
+        answer, headers = _log(json)
+    except Exception:
+        db.session.rollback()  # a refused request spends no key: its row goes with it
+        raise
     remembered.status_code, remembered.response, remembered.headers = 201, answer, headers
     db.session.commit()
     return answer, 201, headers
