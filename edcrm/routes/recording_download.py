@@ -10,14 +10,15 @@ PLAYBACK_URL_SECONDS.
 from __future__ import annotations
 
 import mimetypes
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import PurePosixPath
+from typing import BinaryIO
 
 from flask import Response, current_app, jsonify, redirect, request
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
-from werkzeug.exceptions import RequestedRangeNotSatisfiable
+from werkzeug.http import is_resource_modified, parse_range_header
 from werkzeug.wrappers import Response as BaseResponse
-from werkzeug.wsgi import FileWrapper
 
 from ..models import Recording
 from ..models.types import utcnow
@@ -70,26 +71,68 @@ def download(recording: Recording) -> BaseResponse:
     return stream(recording, inline=False)
 
 
+def _blocks(file: BinaryIO, start: int, length: int) -> Iterator[bytes]:
+    """length bytes of file from start, BLOCK_SIZE at a time; the file is closed when they are sent,
+    and when the client goes away first (the server closes the iterator, or it is collected)."""
+    with file:
+        if start:
+            file.seek(start)  # a seek, not a read of everything before the range
+        remaining = length
+        while remaining > 0:
+            block = file.read(min(BLOCK_SIZE, remaining))
+            if not block:
+                return
+            remaining -= len(block)
+            yield block
+
+
+def _wanted_range(recording: Recording) -> tuple[int, int] | bool | None:
+    """The (start, stop) a request's Range asks for; None for the whole file (no Range, one that does
+    not parse or asks for several ranges: RFC 9110 lets a server answer those whole, or an If-Range
+    that no longer matches); False when it cannot be satisfied (past the end)."""
+    header = request.headers.get("Range")
+    if header is None:
+        return None
+    if "If-Range" in request.headers and is_resource_modified(
+        request.environ,
+        etag=f'"{recording.sha256}"',
+        last_modified=recording.created_at,
+        ignore_if_range=False,
+    ):
+        return None
+    ranges = parse_range_header(header)
+    if ranges is None or len(ranges.ranges) != 1:
+        return None
+    return ranges.range_for_length(recording.size) or False
+
+
 def stream(recording: Recording, *, inline: bool) -> BaseResponse:
-    """The recording's bytes from storage, the whole file (200) or the range asked for (206, 416)."""
-    file = get_storage().open(recording.storage_key)
-    # werkzeug's FileWrapper is seekable over a seekable file: a range starts with a seek, not a read of
-    # everything before it; and it is read BLOCK_SIZE at a time.
-    response = Response(
-        FileWrapper(file, BLOCK_SIZE), mimetype=recording.content_type, direct_passthrough=True
-    )
-    response.content_length = recording.size
+    """The recording's bytes from storage, the whole file (200) or the range asked for (206, 416),
+    read from storage as they are sent."""
+    size = recording.size
+    wanted = _wanted_range(recording)
+    if wanted is False:
+        return range_not_satisfiable(size)
+    start, stop = wanted if isinstance(wanted, tuple) else (0, size)
+    file = get_storage().open(recording.storage_key)  # also for HEAD: a missing file is not a 200
+    if request.method == "HEAD":
+        file.close()
+        response = Response(b"", mimetype=recording.content_type)
+    else:
+        response = Response(_blocks(file, start, stop - start), mimetype=recording.content_type)
+    response.headers["Accept-Ranges"] = "bytes"
+    response.content_length = stop - start
     disposition = "inline" if inline else "attachment"
     response.headers["Content-Disposition"] = f'{disposition}; filename="{download_name(recording)}"'
     response.headers["Cache-Control"] = "private, no-store"
-    # The content's own hash: If-Range and If-None-Match work, and a changed file never matches.
+    # The content's own hash: If-Range and If-None-Match work, and other bytes never match.
     response.set_etag(recording.sha256)
     response.last_modified = recording.created_at
-    try:
-        return response.make_conditional(request.environ, accept_ranges=True, complete_length=recording.size)
-    except RequestedRangeNotSatisfiable:
-        file.close()
-        return range_not_satisfiable(recording.size)
+    if isinstance(wanted, tuple):
+        response.status_code = 206
+        response.headers["Content-Range"] = f"bytes {start}-{stop - 1}/{size}"
+        return response
+    return response.make_conditional(request.environ)  # 304 for If-None-Match with the same ETag
 
 
 def range_not_satisfiable(size: int) -> BaseResponse:
