@@ -25,10 +25,50 @@ from .schemas.leads import CallLog as CallLogAnswer
 from .schemas.leads import CallLogPage, CallLogQuery, CallLogRequest
 from .serializers import call_log_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation
+from .supplement import SUPPLEMENT
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 #: Tells a client that the answer is the one its key got first, not a new call log.
 REPLAYED_HEADER = "Idempotent-Replayed"
+
+# What the document says of these operations beyond spectree (edcrm.routes.api.supplement is the tus
+# work's): the key, the replay's header, the list's next page.
+_CREATED = SUPPLEMENT["createCallLog"]["responses"]["201"]
+SUPPLEMENT["createCallLog"] = {
+    **SUPPLEMENT["createCallLog"],
+    "parameters": [
+        {
+            "name": IDEMPOTENCY_HEADER,
+            "in": "header",
+            "required": False,
+            "description": "Any string of 1 to 100 printable ASCII characters (a UUID): the same key from "
+            "the same user within 24 hours answers the first answer again and logs nothing; with another "
+            "body it is a 422 `idempotency_key_reused`. Only a 201 is remembered.",
+            "schema": {"type": "string", "minLength": 1, "maxLength": 100, "pattern": "^[ -~]+$"},
+        }
+    ],
+    "responses": {
+        "201": {
+            **_CREATED,
+            "headers": {
+                **_CREATED.get("headers", {}),
+                REPLAYED_HEADER: {
+                    "description": "`true` when the answer is the replay of an earlier request's.",
+                    "schema": {"type": "string", "const": "true"},
+                },
+            },
+        }
+    },
+}
+SUPPLEMENT["listCallLogs"] = {
+    "responses": {
+        "200": {
+            "links": {
+                "nextPage": {"operationId": "listCallLogs", "parameters": {"cursor": "$response.body#/next"}}
+            }
+        }
+    }
+}
 
 
 def _idempotency_key() -> str | None:

@@ -18,6 +18,7 @@ from ...models import Lead
 from ...models.types import utcnow
 from ...permissions import assignable_telecaller, lead_for, may_reassign, visible_leads
 from . import bp
+from .document import PATH_PARAMETERS
 from .inputs import validation_failed
 from .pagination import paginate
 from .schemas.base import Error
@@ -25,6 +26,9 @@ from .schemas.leads import Lead as LeadAnswer
 from .schemas.leads import LeadPage, LeadQuery, LeadUpdate
 from .serializers import lead_json
 from .spec import FORBIDDEN, JSON_BODY, NOT_FOUND, UNAUTHORIZED, VALIDATION_FAILED, operation
+
+# The document's description of the path parameter (edcrm.routes.api.document is the tus work's).
+PATH_PARAMETERS["lead_id"] = PATH_PARAMETERS["call_log_id"]
 
 #: What a phone number is written with: digits, a leading +, and separators people type.
 _PHONE_QUERY = re.compile(r"\+?[0-9 ()\-./]+")
