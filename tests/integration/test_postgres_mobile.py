@@ -134,3 +134,15 @@ def test_concurrent_requests_with_one_key_and_other_bodies_log_one_call(pg, live
     assert sorted(statuses) == [201] + [422] * 5
     db.session.expire_all()
     assert db.session.execute(sa.select(sa.func.count()).select_from(CallLog)).scalar() == 1
+
+
+def test_notes_with_a_nul_are_422_not_a_database_error(pg):
+    app, branch = pg
+    telecaller = make_user(branch)
+    lead = make_lead(branch, telecaller)
+    body = {"lead_id": lead.id, "outcome": "busy", "duration_seconds": 1, "notes": "a\x00b"}
+
+    response = app.test_client().post("/api/call-logs", json=body, headers=bearer(telecaller))
+
+    assert response.status_code == 422
+    assert "notes" in response.get_json()["error"]["fields"]

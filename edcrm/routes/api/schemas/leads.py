@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated
 
-from pydantic import ConfigDict, Field
+from pydantic import AfterValidator, ConfigDict, Field
 
 from ....models import CallOutcome, LeadStatus
 from ....models.call_log import MAX_NOTES
-from ..inputs import Choice, Integer, QueryModel, QueryText, RequestModel, Text
+from ..inputs import Choice, Integer, QueryModel, QueryText, RequestModel, Text, invalid
 from ..pagination import DEFAULT_LIMIT, MAX_LIMIT, LeadCursor
 from .base import Answer, NonNegative
 
@@ -79,13 +79,20 @@ class LeadPage(Answer):
     next: LeadCursor | None = Field(description="The cursor of the next page; null on the last.")
 
 
+def _no_nul(text: str) -> str:
+    # PostgreSQL's text cannot hold NUL: refused here, not a 500 there.
+    if "\x00" in text:
+        raise invalid("must not contain NUL characters")
+    return text
+
+
 class CallLogRequest(StrictRequestModel):
     lead_id: Annotated[int, Integer()]
     outcome: Annotated[CallOutcome, Choice()]
     duration_seconds: Annotated[int, Integer(0, MAX_CALL_SECONDS)] = Field(
         description="A whole number of seconds, at most a day."
     )
-    notes: Annotated[str, Text(MAX_NOTES, required=False)] | None = Field(
+    notes: Annotated[str, Text(MAX_NOTES, required=False), AfterValidator(_no_nul)] | None = Field(
         None, description=f"What the telecaller wrote about the call, at most {MAX_NOTES:,} characters."
     )
 
