@@ -155,16 +155,14 @@ def get_lead(lead_id: int):
         ),
         "HTTP_422": (
             Error,
-            "Invalid fields, an unknown field, no field at all, or a `telecaller_id` that is not an active "
-            "telecaller of the lead's branch (`validation_failed`, with `fields`).",
+            "Invalid fields, an unknown field, or a `telecaller_id` that is not an active telecaller of the "
+            "lead's branch (`validation_failed`, with `fields`).",
         ),
     },
 )
 def update_lead(lead_id: int, json: LeadUpdate):
-    """Change a lead's status, or (admins) give it to another telecaller"""
+    """Change a lead's status, or (admins) give it to another telecaller; `{}` changes nothing"""
     lead = lead_for(g.user, lead_id)
-    if json.status is None and json.telecaller_id is None:
-        raise validation_failed({"body": "send status, telecaller_id or both"})
     if json.telecaller_id is not None:
         if not may_reassign(g.user, lead):
             raise Forbidden("Only an admin of the branch can give a lead to another telecaller.")
