@@ -499,3 +499,11 @@ def test_an_empty_update_changes_nothing(client, branch, telecaller):
 
     assert response.status_code == 200
     assert (response.get_json()["status"], response.get_json()["telecaller_id"]) == ("new", telecaller.id)
+
+
+@pytest.mark.parametrize("lead_id", ["2147483648", "99999999999", "007", "0"])
+def test_an_id_outside_the_ids_is_404_for_every_method(client, admin, lead_id):
+    headers = bearer(admin)
+
+    assert client.get(f"/api/leads/{lead_id}", headers=headers).status_code == 404
+    assert client.patch(f"/api/leads/{lead_id}", json={"status": "lost"}, headers=headers).status_code == 404
