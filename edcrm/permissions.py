@@ -179,3 +179,18 @@ def job_for(user: User, job_id: object) -> Job:
     else:
         authorize(user, "job", branch_id=job.branch_id)
     return job
+
+
+def may_reassign(user: User, lead: Lead) -> bool:
+    """Only an admin of the lead's branch gives a lead to another telecaller."""
+    return user.is_admin and user.branch_id == lead.branch_id
+
+
+def assignable_telecaller(lead: Lead, telecaller_id: int) -> User | None:
+    """The user a lead may be given to: an active telecaller of the lead's branch, else None."""
+    if not 0 < telecaller_id <= MAX_ID:
+        return None
+    candidate = db.session.get(User, telecaller_id)
+    if candidate is None or not candidate.active or candidate.role is not Role.TELECALLER:
+        return None
+    return candidate if candidate.branch_id == lead.branch_id else None

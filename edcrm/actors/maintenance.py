@@ -10,6 +10,7 @@ from periodiq import cron
 
 from .. import spool
 from ..jobs import actor, ledger
+from ..models import IdempotencyKey
 from ..recordings.pruning import prune_stale, prune_strays
 
 log = logging.getLogger(__name__)
@@ -17,12 +18,15 @@ log = logging.getLogger(__name__)
 
 @actor(queue_name="default", periodic=cron("17 * * * *"), time_limit=30 * 60 * 1000)
 def prune_jobs() -> None:
-    """Delete finished ledger rows past their retention (hourly, from the scheduler)."""
+    """Delete finished ledger rows past their retention, and expired idempotency keys (hourly, from the
+    scheduler)."""
     deleted = ledger.prune(
         retention_days=current_app.config["JOB_RETENTION_DAYS"],
         failed_retention_days=current_app.config["FAILED_JOB_RETENTION_DAYS"],
     )
     log.info("pruned %d finished job(s)", deleted)
+    # The Idempotency-Key answers past IDEMPOTENCY_KEY_HOURS: their keys may be sent again as new requests.
+    log.info("pruned %d expired idempotency key(s)", IdempotencyKey.prune())
 
 
 @actor(queue_name="default", periodic=cron("47 * * * *"), time_limit=30 * 60 * 1000)

@@ -2,6 +2,7 @@
 
 from .branch import Branch
 from .call_log import CallLog, CallOutcome
+from .idempotency import IdempotencyKey
 from .job import Job, JobError, JobState
 from .lead import Lead, LeadStatus
 from .lead_import import ImportRejection, ImportStatus, LeadImport
@@ -22,6 +23,7 @@ __all__ = [
     "CallLog",
     "CallOutcome",
     "ConcatRole",
+    "IdempotencyKey",
     "ImportRejection",
     "ImportStatus",
     "Job",

@@ -21,6 +21,10 @@ class CallOutcome(enum.StrEnum):
     INVALID_NUMBER = "invalid_number"
 
 
+#: The longest note a call log keeps.
+MAX_NOTES = 2000
+
+
 class CallLog(Model):
     __tablename__ = "call_logs"
     __table_args__ = (sa.CheckConstraint("duration_seconds >= 0", name="duration_not_negative"),)
@@ -30,6 +34,8 @@ class CallLog(Model):
     telecaller_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id"), index=True)
     outcome: Mapped[CallOutcome] = mapped_column(str_enum(CallOutcome, "call_outcome"))
     duration_seconds: Mapped[int] = mapped_column(default=0)
+    #: What the telecaller wrote about the call (at most MAX_NOTES characters, checked by the API).
+    notes: Mapped[str | None] = mapped_column(sa.Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     lead: Mapped[Lead] = relationship()

@@ -31,6 +31,25 @@ class Lead(Model):
         # The API pages leads by id within a telecaller's or a branch's leads.
         sa.Index("ix_leads_telecaller_id_id", "telecaller_id", "id"),
         sa.Index("ix_leads_branch_id_id", "branch_id", "id"),
+        # The API's status filter, within a telecaller's or a branch's leads, in page order.
+        sa.Index("ix_leads_telecaller_id_status_id", "telecaller_id", "status", "id"),
+        sa.Index("ix_leads_branch_id_status_id", "branch_id", "status", "id"),
+        # Search (edcrm.routes.api.lead_search) on PostgreSQL: a phone prefix is a LIKE 'prefix%' that a
+        # varchar_pattern_ops B-tree answers whatever the database's collation; a name's words are a
+        # full-text prefix query ('anj:*') that a GIN index over the 'simple' configuration answers
+        # (no stemming, no stop words: names are not prose). On SQLite the first is a plain index (what the
+        # migrations compare must exist everywhere) and the second is not made: it scans the leads in scope.
+        sa.Index(
+            "ix_leads_branch_id_phone_prefix",
+            "branch_id",
+            "phone_number",
+            postgresql_ops={"phone_number": "varchar_pattern_ops"},
+        ),
+        sa.Index(
+            "ix_leads_name_words",
+            sa.text("to_tsvector('simple', student_name)"),
+            postgresql_using="gin",
+        ).ddl_if(dialect="postgresql"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)

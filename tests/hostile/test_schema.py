@@ -59,6 +59,14 @@ include-operation-id = "createRecordingUpload"  # total_size over MAX_RECORDING_
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "413", "429"]
 
 [[operations]]
+include-operation-id = "updateLead"  # a telecaller_id that is no active telecaller of the branch (422)
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
+include-operation-id = "createCallLog"  # an Idempotency-Key sent before with another body (422)
+checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
+
+[[operations]]
 include-operation-id = "putRecordingChunk"  # an index past the upload's chunks, an empty chunk (422)
 checks.positive_data_acceptance.expected-statuses = ["2xx", "401", "403", "404", "409", "422", "429"]
 

@@ -12,4 +12,5 @@ bp = Blueprint("api", __name__, url_prefix="/api")
 csrf.exempt(bp)
 
 
-from . import auth, call_logs, imports, jobs, leads, recordings  # noqa: E402, F401  (each module adds its routes to bp)
+# Each module adds its routes to bp.
+from . import auth, call_logs, imports, jobs, leads, playback, recordings, users  # noqa: E402, F401

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import current_app, g, request
-from werkzeug.exceptions import ClientDisconnected, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import ClientDisconnected, RequestEntityTooLarge
 
 from ...auth import api_auth
 from ...models import Role
@@ -14,7 +14,6 @@ from ...permissions import call_log_for, upload_for
 from ...recordings import uploads
 from ..bodies import IncompleteBody
 from ..errors import ApiError
-from ..recording_download import download
 from . import bp
 from .inputs import parse
 from .schemas.base import Error
@@ -213,23 +212,3 @@ def upload_recording(call_log_id: int):
     upload = uploads.receive_single_upload(g.user, call_log, form.file.stream, form.file.filename)
     body = {"job_id": upload.job_id, "upload_id": upload.id}
     return body, 202, {"Location": f"/api/recordings/uploads/{upload.id}"}
-
-
-@bp.get("/call-logs/<int:call_log_id>/recording/content")
-@api_auth()
-@operation(
-    "downloadRecording",
-    "recordings",
-    HTTP_200=(None, "The audio, streamed."),
-    HTTP_302=(None, "A short-lived signed URL of the storage (S3), in Location."),
-    **_TELECALLERS,
-    HTTP_503=unavailable("storage"),
-)
-def recording_content(call_log_id: int):
-    """The call's recording (the telecaller who logged it, or the branch's admin)"""
-    # A redirect to a short-lived signed URL where the storage has them (S3), else streamed.
-    call_log = call_log_for(g.user, call_log_id)
-    recording = call_log.recording
-    if recording is None:
-        raise NotFound(f"Call log {call_log_id} has no recording.")
-    return download(recording)

@@ -3,6 +3,7 @@ edcrm.routes.api.schemas, with the URLs a route knows. Models keep no HTTP; this
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from flask import url_for
@@ -27,7 +28,17 @@ def lead_json(lead: Lead) -> dict[str, Any]:
         "status": lead.status.value,
         "telecaller_id": lead.telecaller_id,
         "import_id": lead.import_id,
+        "alternate_phone": lead.alternate_phone,
+        "course": lead.course,
+        "university": lead.university,
+        "source": lead.source,
+        "created_at": isoformat(lead.created_at),
     }
+
+
+def branch_user_json(user: User) -> dict[str, Any]:
+    """A user as an admin's list of their branch's people shows them."""
+    return {**user_json(user), "active": user.active}
 
 
 def recording_json(recording: Recording) -> dict[str, Any]:
@@ -41,14 +52,17 @@ def recording_json(recording: Recording) -> dict[str, Any]:
     }
 
 
-def call_log_json(call_log: CallLog) -> dict[str, Any]:
-    recording = call_log.recording
+def call_log_json(call_log: CallLog, recordings: Mapping[int, Recording] | None = None) -> dict[str, Any]:
+    """A call log; recordings, when given, holds the latest recording of each call log of a page (read
+    in one query: see routes.api.call_logs), else it is read here."""
+    recording = call_log.recording if recordings is None else recordings.get(call_log.id)
     return {
         "id": call_log.id,
         "lead_id": call_log.lead_id,
         "telecaller_id": call_log.telecaller_id,
         "outcome": call_log.outcome.value,
         "duration_seconds": call_log.duration_seconds,
+        "notes": call_log.notes,
         "created_at": isoformat(call_log.created_at),
         "recording": recording_json(recording) if recording is not None else None,
     }

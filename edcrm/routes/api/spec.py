@@ -69,6 +69,7 @@ TAGS = {
     "meta": "Health, metrics and this document.",
     "recordings": "Call recordings: chunked and one-shot uploads, downloads.",
     "jobs": "The job ledger (admins): their branch's jobs and the system's.",
+    "users": "The people of the admin's branch.",
 }
 _TAGS = {name: Tag(name=name, description=description) for name, description in TAGS.items()}
 
