@@ -150,6 +150,9 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         # where needed so that 10,000 parts reach MAX_RECORDING_BYTES).
         "TUS_UPLOAD_TTL_HOURS": env_int(env, "TUS_UPLOAD_TTL_HOURS", 24, minimum=1),
         "TUS_PART_BYTES": env_int(env, "TUS_PART_BYTES", 8 * MIB, minimum=MIN_TUS_PART_BYTES),
+        # How long a HEAD waits for a PATCH in flight on the same upload before it answers the committed
+        # offset: a client that resumes right after its connection broke gets the bytes that PATCH kept.
+        "TUS_HEAD_WAIT_S": env_int(env, "TUS_HEAD_WAIT_S", 5),
         "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS")),
         "BODY_TIMEOUT_S": body_timeout_s(env),
         "METRICS_TOKEN": metrics_token(env.get("METRICS_TOKEN")),

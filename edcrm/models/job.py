@@ -71,8 +71,9 @@ class Job(Model):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
+    # By attempt: a retry may fail and be recorded before the attempt it retries has written its error.
     errors: Mapped[list[JobError]] = relationship(
-        order_by="JobError.id", cascade="all, delete-orphan", passive_deletes=True
+        order_by="(JobError.attempt, JobError.id)", cascade="all, delete-orphan", passive_deletes=True
     )
 
 
