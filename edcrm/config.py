@@ -143,6 +143,8 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         # million) runs. Dramatiq's defaults.
         "BROKER_HEARTBEAT_TIMEOUT_MS": env_int(env, "BROKER_HEARTBEAT_TIMEOUT_MS", 60_000, minimum=1),
         "BROKER_MAINTENANCE_PER_MILLION": env_int(env, "BROKER_MAINTENANCE_PER_MILLION", 1_000),
+        # The longest an idle Redis worker waits between looks for new jobs (Dramatiq's own: 1 s).
+        "BROKER_IDLE_POLL_MS": env_int(env, "BROKER_IDLE_POLL_MS", 100, minimum=1),
         "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
         "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),

@@ -31,6 +31,22 @@ if TYPE_CHECKING:
 EXTENSION = "edcrm.jobs.broker"
 
 
+class RedisBrokerPolling(RedisBroker):
+    """Dramatiq's Redis broker, whose idle consumers look for new messages at least every idle_poll_ms.
+
+    An idle Dramatiq consumer backs off between polls up to the worker's timeout (1 s, and the
+    `dramatiq` command has no option for it): a recording whose last byte has just arrived would wait up
+    to that long before its worker starts it. One poll is one small Lua call; ten a second per queue cost
+    Redis nothing it notices."""
+
+    def __init__(self, *args, idle_poll_ms: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.idle_poll_ms = idle_poll_ms
+
+    def consume(self, queue_name: str, prefetch: int = 1, timeout: int = 5000):
+        return super().consume(queue_name, prefetch, min(timeout, self.idle_poll_ms))
+
+
 def build_broker(config: Mapping, app: Flask | None = None) -> dramatiq.Broker:
     """A new broker for this configuration, with the ledger (writing to app's database) and edcrm's
     retry policy. Nothing connects here: the Redis client connects on first use."""
@@ -55,8 +71,9 @@ def build_broker(config: Mapping, app: Flask | None = None) -> dramatiq.Broker:
     if redis_url:
         # Last: its before-hooks run once nothing skipped the message, its after-hooks first.
         middleware.append(WorkerPrometheus())
-        return RedisBroker(
+        return RedisBrokerPolling(
             url=redis_url,
+            idle_poll_ms=config.get("BROKER_IDLE_POLL_MS", 100),
             middleware=middleware,
             heartbeat_timeout=config.get("BROKER_HEARTBEAT_TIMEOUT_MS", 60_000),
             maintenance_chance=config.get("BROKER_MAINTENANCE_PER_MILLION", 1_000),
