@@ -120,6 +120,7 @@ class Figures:
     chunk_finalize: float | None = None  # complete call -> Recording
     rss: list[tuple[str, int, float, float]] = field(default_factory=list)  # role, pid, peak, idle
     notes: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # measurements that could not be made, and why
 
 
 # -- the bytes ----------------------------------------------------------------------------------------
@@ -401,21 +402,28 @@ def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, s
                             "filetype": "audio/wav",
                             "sha256": digest,
                         }
-                        report = tus_upload(tus_endpoint, path, args.part, headers=auth, metadata=metadata)
-                        upload_id = report["url"].rstrip("/").rsplit("/", 1)[-1]
-                        committed = wait_committed(engine, upload_id, worker)
+                        try:
+                            report = tus_upload(
+                                tus_endpoint, path, args.part, headers=auth, metadata=metadata
+                            )
+                            upload_id = report["url"].rstrip("/").rsplit("/", 1)[-1]
+                            committed = wait_committed(engine, upload_id, worker)
+                        except RuntimeError as exc:
+                            figures.failures.append(f"edcrm tus {size // MIB} MiB: {exc}")
+                            continue
                         figures.edcrm_ingest[size] = report["last_ack"] - report["first_byte"]
                         figures.edcrm_commit[size] = committed - report["last_ack"]
                         figures.edcrm_end_to_end[size] = committed - report["first_byte"]
                 if not args.skip_chunks:
                     path, digest = files[figures.size]
-                    chunk_api(base, auth, call_logs.pop(), path, digest, figures, engine, worker)
-                for role, service in (("gunicorn", web), ("recordings worker", worker)):
+                    try:
+                        chunk_api(base, auth, call_logs.pop(), path, digest, figures, engine, worker)
+                    except (RuntimeError, requests.RequestException) as exc:
+                        figures.failures.append(f"edcrm chunk API: {exc}")
+                for role, service in (("gunicorn", web), ("dramatiq", worker)):
                     for pid, peak in sorted(service.memory_mb().items()):
-                        label = role + (
-                            " master" if pid == service.process.pid and role == "gunicorn" else ""
-                        )
-                        figures.rss.append((label, pid, peak, idle.get(pid, 0.0)))
+                        kind = "master" if pid == service.process.pid else "child"
+                        figures.rss.append((f"{role} {kind}", pid, peak, idle.get(pid, 0.0)))
         finally:
             engine.dispose()
             empty_bucket(s3, bucket)
@@ -615,6 +623,7 @@ def report(figures: Figures) -> str:
             ).rstrip()
         )
     lines += [f"note: {note}" for note in figures.notes]
+    lines += [f"FAILED: {failure}" for failure in figures.failures]
     return "\n".join(lines)
 
 
@@ -640,7 +649,7 @@ def main() -> int:
     figures = measure(args)
     print()
     print(report(figures))
-    return 0
+    return 1 if figures.failures else 0
 
 
 def _answers(url: str) -> bool:
