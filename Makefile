@@ -1,7 +1,8 @@
 # edcrm: `make run` serves the app on the embedded defaults, `make test` runs every test.
 # Both start from nothing: they create the project's own virtualenv (.venv) and install into it, at the
 # versions of constraints.txt, again only when pyproject.toml or constraints.txt changes. `make test`
-# also installs the Chromium its browser tests drive, when it can (see `chromium` below).
+# also installs the Chromium its browser tests drive, when it can (see `chromium` below), and the Node
+# tus clients of tests/clients (see `node-clients`).
 
 PYTHON ?= python3
 VENV   := .venv
@@ -16,7 +17,7 @@ export PORT HOST
 #: The browsers tests/browser/conftest.py looks for on PATH (CHROMIUM_PATH names any other).
 CHROMIUMS := chromium chromium-browser google-chrome-stable google-chrome
 
-.PHONY: run test lint format chromium bench-jobs bench-import bench-recordings clean
+.PHONY: run test lint format chromium node-clients bench-jobs bench-import bench-recordings clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,7 +40,7 @@ run: $(STAMP)
 # which start servers and workers of their own, one test at a time.
 UNIT := not integration and not browser and not hostile
 
-test: $(STAMP) chromium
+test: $(STAMP) chromium node-clients
 	$(BIN)/pytest -n auto -m "$(UNIT)"
 	$(BIN)/pytest -m "not ($(UNIT))"
 
@@ -59,6 +60,20 @@ chromium:
 	$$as_root apt-get install -y -q --no-install-recommends chromium \
 		|| { $$as_root apt-get update -q && $$as_root apt-get install -y -q --no-install-recommends chromium; } \
 		|| echo "make: chromium could not be installed: the browser tests will skip"
+
+# The Node clients of the tus tests (tus-js-client, Uppy, the reference @tus/server): `npm ci` of
+# tests/clients/package-lock.json, again only when the lock file is newer than node_modules. Without npm,
+# say so: those tests then skip with the reason (and fail under CI=true).
+CLIENTS := tests/clients
+node-clients:
+	@if ! command -v npm >/dev/null 2>&1; then \
+		echo "make: no npm: the tests of tus-js-client, Uppy and the reference tus server will skip"; exit 0; fi; \
+	if [ ! -f $(CLIENTS)/node_modules/.package-lock.json ] \
+		|| [ $(CLIENTS)/package-lock.json -nt $(CLIENTS)/node_modules/.package-lock.json ]; then \
+		echo "make: npm ci in $(CLIENTS)"; \
+		npm ci --no-audit --no-fund --prefix $(CLIENTS) \
+			|| echo "make: npm ci failed: the tests of the Node tus clients will skip"; \
+	fi
 
 # ruff, mypy (configured in pyproject.toml) and import-linter's layer contracts.
 lint: $(STAMP)

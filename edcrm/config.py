@@ -88,6 +88,28 @@ def body_timeout_s(env: Mapping[str, str]) -> int:
     return env_int(env, "BODY_TIMEOUT_S", 30, minimum=1)
 
 
+#: The smallest part S3 takes (all but the last part of a multipart upload).
+MIN_TUS_PART_BYTES = 5 * MIB
+
+
+def cors_origins(raw: str | None) -> tuple[str, ...]:
+    """CORS_ORIGINS: the web origins (`https://app.example.com`, comma-separated) whose pages may call
+    /api/ (edcrm.routes.cors); `*` for any. Unset: none, the API is same-origin only."""
+    origins = []
+    for item in (raw or "").split(","):
+        origin = item.strip().rstrip("/").lower()
+        if not origin:
+            continue
+        if origin != "*":
+            scheme, _, host = origin.partition("://")
+            if scheme not in ("http", "https") or not host or "/" in host:
+                raise ConfigError(
+                    f"CORS_ORIGINS holds {item.strip()!r}, which is no origin like https://host"
+                )
+        origins.append(origin)
+    return tuple(origins)
+
+
 def instance_path(env: Mapping[str, str], overrides: Mapping | None = None) -> Path:
     """EDCRM_INSTANCE_PATH: where the embedded mode keeps its database, its secret key and its state;
     the repository's instance/ unless set (an override of the same name wins, for tests)."""
@@ -124,6 +146,11 @@ def from_env(env: Mapping[str, str], instance_path: Path, overrides: Mapping | N
         "JOB_RETENTION_DAYS": env_int(env, "JOB_RETENTION_DAYS", 7, minimum=1),
         "FAILED_JOB_RETENTION_DAYS": env_int(env, "FAILED_JOB_RETENTION_DAYS", 30, minimum=1),
         "UPLOAD_SESSION_TTL_HOURS": env_int(env, "UPLOAD_SESSION_TTL_HOURS", 24, minimum=1),
+        # tus uploads (edcrm.routes.tus): how long one lives without a PATCH, and its part size (raised
+        # where needed so that 10,000 parts reach MAX_RECORDING_BYTES).
+        "TUS_UPLOAD_TTL_HOURS": env_int(env, "TUS_UPLOAD_TTL_HOURS", 24, minimum=1),
+        "TUS_PART_BYTES": env_int(env, "TUS_PART_BYTES", 8 * MIB, minimum=MIN_TUS_PART_BYTES),
+        "CORS_ORIGINS": cors_origins(env.get("CORS_ORIGINS")),
         "BODY_TIMEOUT_S": body_timeout_s(env),
         "METRICS_TOKEN": metrics_token(env.get("METRICS_TOKEN")),
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},

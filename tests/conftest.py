@@ -99,7 +99,12 @@ def stub_worker(stub_broker, monkeypatch):
 
 # -- markers and shared fixtures ------------------------------------------------------------------------
 
-pytest_plugins = ["tests.support.database", "tests.support.services", "tests.support.s3_server"]
+pytest_plugins = [
+    "tests.support.database",
+    "tests.support.services",
+    "tests.support.s3_server",
+    "tests.support.rgw",
+]
 
 #: Each folder's marker: `-m "not integration and not browser and not hostile"` is the unit suite.
 FOLDER_MARKERS = {

@@ -262,3 +262,71 @@ def _amr_duration(file: IO[bytes], magic_length: int, frame_bytes: dict[int, int
             break  # a truncated last frame
         frames += 1
     return round(frames * AMR_FRAME_SECONDS, 3)
+
+
+# -- raw AMR counted as its bytes arrive -------------------------------------------------------------------
+
+
+class AmrCounter:
+    """Walks the frames of raw AMR as its bytes pass, in order and in any number of requests, so that
+    a recording stored by parts (tus) has its duration without being read again: raw AMR has no header
+    saying how long it is, only frames to count.
+
+    Its state, a small dict saved in RecordingUpload.audio_state between requests, is where the next
+    frame header is (an offset in the file), how many frames have started, and whether a frame type
+    never sent was met (then the file is not AMR: examine_counted says so, as examine would).
+    """
+
+    def __init__(self, state: dict):
+        self.kind = state["kind"]
+        self.next = int(state["next"])
+        self.frames = int(state["frames"])
+        self.valid = bool(state["valid"])
+        self._frame_bytes = AMR_FRAME_BYTES if self.kind == "amr" else AMR_WB_FRAME_BYTES
+
+    @classmethod
+    def start(cls, audio_type: AudioType) -> AmrCounter:
+        magic = AMR_MAGIC if audio_type is AMR else AMR_WB_MAGIC
+        kind = "amr" if audio_type is AMR else "amr-wb"
+        return cls({"kind": kind, "next": len(magic), "frames": 0, "valid": True})
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "next": self.next, "frames": self.frames, "valid": self.valid}
+
+    def feed(self, offset: int, data: bytes | memoryview) -> None:
+        """The bytes at `offset` of the file; called with every byte after the magic, in order."""
+        end = offset + len(data)
+        frame_bytes = self._frame_bytes
+        while self.valid and self.next < end:
+            if self.next < offset:
+                raise ValueError(f"AMR bytes skipped: the next frame is at {self.next}, data from {offset}")
+            size = frame_bytes.get((data[self.next - offset] >> 3) & 0x0F)
+            if size is None:
+                self.valid = False
+                break
+            self.frames += 1
+            self.next += 1 + size
+
+
+def examine_counted(audio_type: AudioType, state: dict, size: int) -> float:
+    """What examine gives a raw AMR file of `size` bytes, from the state an AmrCounter left after all
+    of them: its length in seconds, or NotAudio with the same reasons."""
+    name = audio_type.extension.removeprefix(".").upper()
+    if not state.get("valid", False):
+        raise NotAudio(f"it looks like {name} audio, but its frames cannot be read")
+    frames = int(state["frames"]) - (1 if int(state["next"]) > size else 0)  # a truncated last frame
+    if frames <= 0:
+        raise NotAudio(f"the {name} file holds no audio")
+    return round(frames * AMR_FRAME_SECONDS, 3)
+
+
+def counts_at_ingest(audio_type: AudioType) -> bool:
+    """Is this a type whose duration is counted as its bytes arrive (AmrCounter)?"""
+    return audio_type in (AMR, AMR_WB)
+
+
+def counter_of(state: dict | None) -> AmrCounter | None:
+    """The counter of a saved audio_state, or None when nothing is counted."""
+    if not state or state.get("kind") not in ("amr", "amr-wb"):
+        return None
+    return AmrCounter(state)

@@ -52,3 +52,59 @@ class QueueUnavailable(jobs.BrokerUnavailable, UploadRejected):
 
     A BrokerUnavailable first, so that it is answered as the job queue being down wherever it rises.
     """
+
+
+# -- tus (edcrm.recordings.tus) ---------------------------------------------------------------------------
+
+
+class OffsetMismatch(UploadRejected):
+    """A PATCH that does not start where the upload is: `offset` is the upload's committed offset, from
+    which the client resumes."""
+
+    def __init__(self, message: str, offset: int):
+        super().__init__(message)
+        self.offset = offset
+
+
+class UploadLocked(UploadRejected):
+    """Another request is writing this upload right now (one writer per upload, on any host)."""
+
+
+class TusChecksumMismatch(UploadRejected):
+    """The PATCH's body is not the bytes its Upload-Checksum names: nothing of it is kept."""
+
+
+class ChecksumUnsupported(UploadRejected):
+    """An Upload-Checksum algorithm other than those of edcrm.recordings.tus.CHECKSUM_ALGORITHMS."""
+
+
+class UploadExpired(UploadRejected):
+    """The upload expired (TUS_UPLOAD_TTL_HOURS without a byte) or was terminated: it takes nothing
+    more and its bytes are, or are about to be, gone."""
+
+
+class LengthConflict(UploadRejected):
+    """An Upload-Length that cannot be: different from the one already set (`changed`) or below the
+    bytes already received (not `changed`)."""
+
+    def __init__(self, message: str, *, changed: bool):
+        super().__init__(message)
+        self.changed = changed
+
+
+class BodyEndedEarly(UploadRejected):
+    """The body ended before its Content-Length without its stream saying why; what arrived is kept
+    when the PATCH had no checksum."""
+
+
+class ConcatInvalid(UploadRejected):
+    """A final upload names partial uploads that cannot be concatenated: not partial, not finished,
+    not the telecaller's, or gone."""
+
+
+class NotARecording(UploadRejected):
+    """The upload's first bytes are not audio of a kind the app takes: it failed, with `reason`."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason

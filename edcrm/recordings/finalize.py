@@ -19,6 +19,14 @@ A transient error (S3 or the database unreachable) raises as it is: the job is r
 the parts being deleted only after step 4, loses nothing. If step 4 fails (the call log deleted meanwhile,
 the database gone), the object is removed again; a run killed between steps 3 and 4 leaves an object no
 row names, which the retry stores again under the same key, replacing it.
+
+An upload whose bytes went into a multipart upload as they arrived (tus; chunks of at least 5 MiB,
+every one but the last of one size) is finished by edcrm.recordings.finish_multipart instead: its
+object is completed where it is, nothing is copied. A chunk upload that mixes such parts with chunks
+of other sizes (a phone that changed its chunk size midway) cannot be one object of equal parts: its
+parts are completed into the upload's object (the places of the other chunks filled with zeros), which
+then serves as one more source of the path above (ranged reads, in chunk order) and is deleted with
+the chunks.
 """
 
 from __future__ import annotations
@@ -40,16 +48,20 @@ from .. import spool
 from ..extensions import db
 from ..jobs import Unrecoverable
 from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
+from ..models.recording import ConcatRole
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
-from . import audio
+from ..storage.base import NoSuchMultipart
+from . import audio, finish_multipart
+from .finish_multipart import UploadUnusable
 from .uploads import remove_received
 
 log = logging.getLogger(__name__)
 
+__all__ = ["PartsReader", "UploadUnusable", "end", "finalize_upload"]
 
-class UploadUnusable(Unrecoverable):
-    """The upload's bytes can never become a recording (not audio, wrong size or checksum)."""
+#: A source of an assembled recording: a stored object, or bytes [start, stop) of one.
+Source = str | tuple[str, int, int]
 
 
 def finalize_upload(upload_id: str) -> int:
@@ -85,7 +97,64 @@ def _build(upload: RecordingUpload) -> Recording:
         missing = upload.missing_indexes()
         if missing:
             raise Unrecoverable(f"recording upload {upload.id} is missing chunks {missing[:20]}")
-    storage, keys = get_storage(), upload.source_keys()
+    if upload.multipart_id and upload.object_key:
+        if upload.kind is not UploadKind.CHUNKED or _chunks_are_parts(upload):
+            return finish_multipart.complete(upload)
+        return _assemble(upload, _mixed_sources(upload))
+    return _assemble(upload, list(upload.source_keys()))
+
+
+def _chunk_sizes(upload: RecordingUpload) -> dict[int, int]:
+    rows = db.session.execute(
+        sa.select(RecordingChunk.index, RecordingChunk.size).where(RecordingChunk.upload_id == upload.id)
+    )
+    return {index: size for index, size in rows}
+
+
+def _chunks_are_parts(upload: RecordingUpload) -> bool:
+    """Can the chunks be the parts of the upload's object as they are: every one but the last of its
+    part size (those that went into the multipart upload are; those stored as objects before the part
+    size was known are copied into theirs within the storage)?"""
+    return finish_multipart.parts_qualify(upload, _chunk_sizes(upload))
+
+
+def _mixed_sources(upload: RecordingUpload) -> list[Source]:
+    """The sources, in chunk order, of a chunk upload whose parts and chunk objects cannot be one
+    object of equal parts (a chunk of another size between them). Parts cannot be read before their
+    upload is completed, and every backend joins parts 1 to n of the part size: the chunks that are not
+    parts are filled in with a part of zeros (the rare irregular upload pays its size once), the upload
+    is completed into its object, and each part chunk is the range of its place there; the other
+    chunks are their objects. A second run finds the object completed."""
+    storage = get_storage()
+    chunks = db.session.execute(
+        sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.etag)
+        .where(RecordingChunk.upload_id == upload.id)
+        .order_by(RecordingChunk.index)
+    ).all()
+    key, multipart_id, part_size = upload.object_key or "", upload.multipart_id or "", upload.part_size or 0
+    if not storage.exists(key):
+        last = max(index for index, _, etag in chunks if etag is not None)
+        parts: list[tuple[int, str]] = []
+        with spool.named_file("edcrm-filler-") as filler:
+            filler.truncate(part_size)  # sparse: zeros that take no disk
+            for index, _, etag in chunks[: last + 1]:
+                if etag is None:
+                    etag = storage.put_part(
+                        key, multipart_id, index + 1, filler.name, 0, part_size, part_size=part_size
+                    )
+                parts.append((index + 1, etag))
+        try:
+            storage.complete_multipart(key, multipart_id, parts)
+        except NoSuchMultipart:
+            raise Unrecoverable(f"the multipart upload of recording upload {upload.id} is gone") from None
+    return [
+        (key, index * part_size, index * part_size + size) if etag is not None else upload.chunk_key(index)
+        for index, size, etag in chunks
+    ]
+
+
+def _assemble(upload: RecordingUpload, keys: list[Source]) -> Recording:
+    storage = get_storage()
     largest = db.session.execute(
         sa.select(sa.func.max(RecordingChunk.size)).where(RecordingChunk.upload_id == upload.id)
     ).scalar()
@@ -138,14 +207,17 @@ def _build(upload: RecordingUpload) -> Recording:
     return recording
 
 
-def _open_part(storage: Storage, key: str) -> BinaryIO:
+def _open_part(storage: Storage, key: Source) -> BinaryIO:
     try:
+        if isinstance(key, tuple):
+            name, start, stop = key
+            return storage.open_range(name, start, stop)
         return storage.open(key)
     except ObjectNotFound:
         raise Unrecoverable(f"a stored part of the upload is gone: {key}") from None
 
 
-def _read_part(storage: Storage, key: str) -> bytes:
+def _read_part(storage: Storage, key: Source) -> bytes:
     with _open_part(storage, key) as part:
         return part.read()
 
@@ -185,7 +257,7 @@ class PartsReader:
     MAX_FETCHERS = 6
     _END = object()
 
-    def __init__(self, storage: Storage, keys: list[str], largest_part: int | None = None):
+    def __init__(self, storage: Storage, keys: list[Source], largest_part: int | None = None):
         self.size, self._digest = 0, hashlib.sha256()
         fetchers = min(self.MAX_FETCHERS, self.FETCH_BUDGET // max(largest_part or self.FETCH_BUDGET, 1))
         whole = len(keys) > 1 and fetchers >= 2
@@ -205,7 +277,9 @@ class PartsReader:
                 continue
         return False
 
-    def _fetch(self, fetch: Callable[[Storage, list[str]], bool], storage: Storage, keys: list[str]) -> None:
+    def _fetch(
+        self, fetch: Callable[[Storage, list[Source]], bool], storage: Storage, keys: list[Source]
+    ) -> None:
         """Run fetch (False if the reader stopped it), then hand over the end, or fetch's error."""
         try:
             if fetch(storage, keys):
@@ -213,7 +287,7 @@ class PartsReader:
         except BaseException as error:  # handed to the reader, which raises it in the job's thread
             self._put(error)
 
-    def _stream(self, storage: Storage, keys: list[str]) -> bool:
+    def _stream(self, storage: Storage, keys: list[Source]) -> bool:
         """Each part in turn, block by block."""
         for key in keys:
             with _open_part(storage, key) as part:
@@ -222,7 +296,7 @@ class PartsReader:
                         return False
         return True
 
-    def _fetch_whole(self, storage: Storage, keys: list[str], *, fetchers: int) -> bool:
+    def _fetch_whole(self, storage: Storage, keys: list[Source], *, fetchers: int) -> bool:
         """Whole parts, `fetchers` of them requested at once, handed over in order."""
         with ThreadPoolExecutor(fetchers, thread_name_prefix="edcrm-fetch") as pool:
             upcoming = iter(keys)
@@ -275,6 +349,17 @@ def _finish(upload: RecordingUpload, recording: Recording) -> None:
         upload.status, upload.recording_id = UploadStatus.COMPLETED, recording.id
     remove_received(upload)
     db.session.commit()
+    if upload.concat is ConcatRole.FINAL:
+        _remove_partials(upload)
+
+
+def _remove_partials(upload: RecordingUpload) -> None:
+    """A concatenation's partial objects are in its recording now: they go (their rows stay until
+    they expire, so that a client asking about them is told they are finished)."""
+    partials = db.session.execute(
+        sa.select(RecordingUpload.object_key).where(RecordingUpload.id.in_(upload.concat_parts or []))
+    ).scalars()
+    get_storage().delete_many([key for key in partials if key])
 
 
 def end(upload_id: str, status: UploadStatus, error: str | None) -> None:

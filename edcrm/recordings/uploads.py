@@ -12,6 +12,16 @@ A chunk is kept in one transaction that first claims the upload's row (an UPDATE
 running total against MAX_RECORDING_BYTES, stores the object and records its row. So a chunk whose body
 finishes after `complete` or DELETE is refused with nothing stored, concurrent chunks cannot pass the
 limit together, and `complete` waits for a chunk being recorded instead of racing it.
+
+Chunks of at least MIN_PART_BYTES go straight into a multipart upload of the recording's final object
+(`recordings/{call_log_id}/{upload_id}`) as part index + 1, in the same transaction and under the same
+claim, so that finalizing copies nothing (edcrm.recordings.finish_multipart). The first such chunk that
+is not the last one fixes the upload's part size and starts its multipart upload; a chunk of that size,
+and a last chunk no larger, is a part (its ETag on its row); any other chunk (smaller, of another size,
+or the last one before the part size is known) is an object of its own, as before. The whole file's
+SHA-256 advances over the parts that are contiguous from byte 0 as they arrive (hash_state over
+hashed_bytes), from the spool file in hand; finalize hashes the rest by ranged reads. The first bytes of
+chunk 0 are kept (`head`): the type is read from them without reading the object.
 """
 
 from __future__ import annotations
@@ -26,12 +36,12 @@ from flask import current_app
 
 from .. import jobs, metrics, spool
 from ..extensions import db
-from ..models import CallLog, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
-from ..models.recording import MAX_CHUNKS
+from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus, User
+from ..models.recording import MAX_CHUNKS, RecordingUploadPart
 from ..models.types import utcnow
-from ..storage import BLOCK_SIZE, get_storage
+from ..storage import BLOCK_SIZE, Storage, get_storage
 from ..storage.base import Readable
-from . import job_rules
+from . import audio, digest, job_rules
 from .errors import ChecksumMismatch, ChunksMissing, InvalidUpload, QueueUnavailable, TooLarge, WrongState
 
 if TYPE_CHECKING:
@@ -40,6 +50,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+#: S3's smallest part (but the last): chunks this large or larger can be parts of the final object.
+MIN_PART_BYTES = 5 * 1024 * 1024
 #: RecordingUpload.filename's column size.
 MAX_FILENAME_LENGTH = 255
 
@@ -53,20 +65,22 @@ class _Verified:
 
     def __init__(self, source: Readable, limit: int, what: str):
         self.file = spool.named_file("edcrm-upload-")
-        self.size, digest = 0, hashlib.sha256()
+        self.size, hashed, self.head = 0, hashlib.sha256(), b""
         try:
             while block := source.read(BLOCK_SIZE):
                 self.size += len(block)
                 if self.size > limit:
                     raise TooLarge(f"The {what} is larger than the limit of {limit} bytes.", limit=limit)
-                digest.update(block)
+                hashed.update(block)
+                if len(self.head) < audio.SNIFF_BYTES:
+                    self.head = (self.head + block)[: audio.SNIFF_BYTES]
                 self.file.write(block)
         except BaseException:  # too large, or the client went away: nothing is kept
             self.file.close()
             raise
         self.file.flush()
         self.path = self.file.name
-        self.sha256 = digest.hexdigest()
+        self.sha256 = hashed.hexdigest()
 
     def __enter__(self) -> _Verified:
         return self
@@ -155,10 +169,13 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
 
 
 def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
-    """Claim the receiving upload, check the running total, store the object and record its row, all
-    in one transaction (see the module's docstring); on any failure nothing new is kept."""
+    """Claim the receiving upload, check the running total, store the chunk (a part of the multipart
+    upload, or an object) and record its row, all in one transaction (see the module's docstring); on
+    any failure nothing new is kept."""
     limit = current_app.config["MAX_RECORDING_BYTES"]
     now, stored, replaced, committing = utcnow(), False, True, False
+    started: tuple[str, str] | None = None
+    storage = get_storage()
     try:
         claimed: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
             sa.update(RecordingUpload)
@@ -172,31 +189,115 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
             ).scalar_one_or_none()
             state = status.value if status is not None else "gone"
             raise WrongState(f"The upload is {state}: it takes no more chunks.")
-        received = sa.select(RecordingChunk.index, RecordingChunk.size).where(
+        received = sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.sha256).where(
             RecordingChunk.upload_id == upload_id
         )
-        sizes = dict(db.session.execute(received).all())
-        replaced = index in sizes
-        others = sum(size for other, size in sizes.items() if other != index)
+        rows = {number: (size, sha256) for number, size, sha256 in db.session.execute(received)}
+        replaced = index in rows
+        others = sum(size for other, (size, _) in rows.items() if other != index)
         if others + chunk.size > limit:
             raise TooLarge(
                 f"With chunk {index}, the chunks received would add up to {others + chunk.size} bytes, "
                 f"more than the recording limit of {limit} bytes.",
                 limit=limit,
             )
-        get_storage().save_file(key, chunk.path)
-        stored = True
-        _record_chunk(upload_id, index, chunk.size, chunk.sha256, now)
+        # Read under the claim: what concurrent chunks committed before it is seen, nothing after.
+        upload = db.session.execute(
+            sa.select(
+                RecordingUpload.call_log_id,
+                RecordingUpload.expected_chunks,
+                RecordingUpload.part_size,
+                RecordingUpload.multipart_id,
+                RecordingUpload.object_key,
+                RecordingUpload.hash_state,
+                RecordingUpload.hashed_bytes,
+            ).where(RecordingUpload.id == upload_id)
+        ).one()
+        values: dict = {}
+        part_size = _part_size_for(upload, index, chunk.size)
+        etag = None
+        if part_size is not None:
+            object_key = upload.object_key or f"recordings/{upload.call_log_id}/{upload_id}"
+            multipart_id = upload.multipart_id
+            if multipart_id is None:
+                multipart_id = storage.start_multipart(object_key, part_size=part_size)
+                started = (object_key, multipart_id)
+                values.update(multipart_id=multipart_id, object_key=object_key, part_size=part_size)
+            etag = storage.put_part(
+                object_key, multipart_id, index + 1, chunk.path, 0, chunk.size, part_size=part_size
+            )
+        else:
+            storage.save_file(key, chunk.path)
+            stored = True
+        if index == 0:
+            values["head"] = chunk.head
+        previous = rows[index][1] if replaced else None
+        values.update(_advanced_hash(upload, index, chunk, part_size, previous))
+        if values:
+            db.session.execute(
+                sa.update(RecordingUpload)
+                .where(RecordingUpload.id == upload_id)
+                .values(**values)
+                .execution_options(synchronize_session=False)
+            )
+        _record_chunk(upload_id, index, chunk.size, chunk.sha256, now, etag)
         committing = True
         db.session.commit()
     except BaseException:
         db.session.rollback()
         # A replaced chunk's object now holds the new bytes, as verified as the old ones: it stays. So
         # does one whose commit failed: it may have happened (the row then names the object); if not,
-        # the chunk sent again replaces it, or remove_received deletes it with the upload.
+        # the chunk sent again replaces it, or remove_received deletes it with the upload. A part that
+        # was sent stays in the multipart upload unlisted: completing it leaves out what no row names.
         if stored and not replaced and not committing:
             _delete_quietly(key)
+        if started is not None and not committing:
+            _abort_quietly(storage, *started)
         raise
+
+
+def _part_size_for(upload: sa.Row, index: int, size: int) -> int | None:
+    """The part size this chunk goes in as (it may be the one that fixes it), or None: an object."""
+    if upload.call_log_id is None:  # its call is gone: the upload can only end cancelled
+        return None
+    last = index == upload.expected_chunks - 1
+    part_size = upload.part_size
+    if part_size is None:
+        # The last chunk may be smaller than the others: it fixes nothing, unless it is the only one.
+        if size >= MIN_PART_BYTES and (not last or upload.expected_chunks == 1):
+            return size
+        return None
+    if size == part_size or (last and 0 < size <= part_size):
+        return part_size
+    return None
+
+
+def _advanced_hash(
+    upload: sa.Row, index: int, chunk: _Verified, part_size: int | None, previous: str | None
+) -> dict:
+    """The upload's SHA-256 state after this chunk: advanced over it where it starts at hashed_bytes
+    (a part: every chunk before it has the part size), reset where it replaces hashed bytes with
+    others, else unchanged ({})."""
+    values: dict = {}
+    hashed, state = upload.hashed_bytes, upload.hash_state
+    replaces_hashed = upload.part_size and index * upload.part_size < hashed
+    if previous is not None and previous != chunk.sha256 and replaces_hashed:
+        hashed, state = 0, None  # the bytes hashed are no longer the file's
+        values.update(hashed_bytes=0, hash_state=None)
+    if part_size is None or index * part_size != hashed or (hashed and not state) or not digest.available():
+        return values
+    hasher = digest.resume(state)
+    with open(chunk.path, "rb") as file:
+        while block := file.read(BLOCK_SIZE):
+            hasher.update(block)
+    return {"hashed_bytes": hashed + chunk.size, "hash_state": hasher.save()}
+
+
+def _abort_quietly(storage: Storage, key: str, multipart_id: str) -> None:
+    try:
+        storage.abort_multipart(key, multipart_id)
+    except Exception:  # the original error matters more; pruning cannot find an id never recorded
+        log.exception("could not abort the multipart upload of %s after a chunk that was not recorded", key)
 
 
 def _delete_quietly(key: str) -> None:
@@ -206,9 +307,17 @@ def _delete_quietly(key: str) -> None:
         log.exception("could not delete %s after a chunk that was not recorded", key)
 
 
-def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> None:
-    """Insert or replace the chunk's row (the caller commits)."""
-    values = {"upload_id": upload_id, "index": index, "size": size, "sha256": sha256, "received_at": now}
+def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now, etag: str | None = None) -> None:
+    """Insert or replace the chunk's row (the caller commits); etag: it is that part of the multipart
+    upload, None: an object of its own."""
+    values = {
+        "upload_id": upload_id,
+        "index": index,
+        "size": size,
+        "sha256": sha256,
+        "etag": etag,
+        "received_at": now,
+    }
     # Only the dialect in use is imported: sqlite's would cost every PostgreSQL process 0.7 MB.
     statement: postgresql.Insert | sqlite.Insert
     if db.session.get_bind().dialect.name == "postgresql":
@@ -222,7 +331,12 @@ def _record_chunk(upload_id: str, index: int, size: int, sha256: str, now) -> No
     db.session.execute(
         statement.on_conflict_do_update(
             index_elements=["upload_id", "index"],
-            set_={"size": statement.excluded.size, "sha256": statement.excluded.sha256, "received_at": now},
+            set_={
+                "size": statement.excluded.size,
+                "sha256": statement.excluded.sha256,
+                "etag": statement.excluded.etag,
+                "received_at": now,
+            },
         )
     )
 
@@ -300,15 +414,44 @@ def cancel(upload: RecordingUpload) -> None:
 
 
 def remove_received(upload: RecordingUpload) -> None:
-    """Delete the upload's chunks (or file) from storage, then their rows. Every key a chunk may have is
-    deleted, not only those of rows: a chunk whose commit failed may have left its object."""
-    get_storage().delete_many(upload.source_keys())
+    """Delete what the upload received from storage, then the rows of its chunks and parts: chunk
+    objects (every key a chunk may have, not only those of rows: a chunk whose commit failed may have
+    left its object), the one-shot file, a staged tail, and its multipart upload (aborted, and its
+    object deleted if one was completed) unless a Recording is that object."""
+    storage = get_storage()
+    keys = list(upload.source_keys())
+    if upload.multipart_id and upload.object_key:
+        recorded = db.session.execute(
+            sa.select(Recording.id).where(Recording.storage_key == upload.object_key).limit(1)
+        ).first()
+        if recorded is None:
+            storage.abort_multipart(upload.object_key, upload.multipart_id)
+            keys.append(upload.object_key)  # completed by a run that never committed its Recording
+    if upload.tail_size and upload.part_size:
+        keys.append(tail_key(upload))
+    storage.delete_many(keys)
     db.session.execute(sa.delete(RecordingChunk).where(RecordingChunk.upload_id == upload.id))
+    db.session.execute(sa.delete(RecordingUploadPart).where(RecordingUploadPart.upload_id == upload.id))
     upload.updated_at = utcnow()
 
 
+def tail_key(upload: RecordingUpload) -> str:
+    """Where a tus upload's tail is staged (as edcrm.recordings.ingest names it: the start of the next
+    part's number)."""
+    number = (upload.offset - upload.tail_size) // (upload.part_size or 1) + 1
+    return f"{upload.prefix}tail-{number:05d}"
+
+
 def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None) -> str:
-    """A whole recording in one request: streamed to storage, then the same actor path; its job id."""
+    """A whole recording in one request (receive_single_upload); its job id."""
+    return receive_single_upload(telecaller, call_log, fileobj, filename).job_id or ""
+
+
+def receive_single_upload(
+    telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None
+) -> RecordingUpload:
+    """A whole recording in one request: streamed to storage, then the same actor path; the upload,
+    `processing` with its job id."""
     upload = RecordingUpload(
         call_log_id=call_log.id,
         telecaller_id=telecaller.id,
@@ -331,10 +474,11 @@ def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, 
     upload.total_size, upload.sha256 = received.size, received.sha256
     db.session.commit()
     try:
-        return _enqueue(upload, job_rules.PROCESS_RECORDING_UPLOAD)
+        _enqueue(upload, job_rules.PROCESS_RECORDING_UPLOAD)
     except QueueUnavailable:
         # The request changes nothing: the file and its upload go, and the phone sends it again later.
         get_storage().delete(upload.file_key)
         db.session.delete(upload)
         db.session.commit()
         raise
+    return upload

@@ -38,10 +38,19 @@ from ..imports.upload import (
 )
 from ..jobs import BrokerUnavailable, JobNotFound, JobStateConflict, RetryRefused
 from ..recordings.errors import (
+    BodyEndedEarly,
     ChecksumMismatch,
+    ChecksumUnsupported,
     ChunksMissing,
+    ConcatInvalid,
     InvalidUpload,
+    LengthConflict,
+    NotARecording,
+    OffsetMismatch,
     TooLarge,
+    TusChecksumMismatch,
+    UploadExpired,
+    UploadLocked,
     UploadRejected,
     WrongState,
 )
@@ -51,15 +60,21 @@ log = logging.getLogger(__name__)
 
 
 class ApiError(Exception):
-    """An error answered as JSON: raise it from any route or domain-facing helper."""
+    """An error answered as JSON: raise it from any route or domain-facing helper. `headers` go with the
+    answer (a tus 409's `Upload-Offset`)."""
 
-    def __init__(self, status: int, code: str, message: str, **extra):
+    def __init__(
+        self, status: int, code: str, message: str, *, headers: dict[str, str] | None = None, **extra
+    ):
         super().__init__(message)
         self.status, self.code, self.message, self.extra = status, code, message, extra
+        self.headers = headers or {}
 
     def to_response(self):
         body = {"error": {"code": self.code, "message": self.message, **self.extra}}
-        return jsonify(body), self.status
+        response = jsonify(body)
+        response.headers.update(self.headers)
+        return response, self.status
 
 
 def _shown(*names: str) -> Callable[[Exception], dict]:
@@ -71,14 +86,26 @@ def _no_details(error: Exception) -> dict:
     return {}
 
 
+def _no_headers(error: Exception) -> dict[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class Answer:
-    """How the API answers a domain error: a status, a snake_case code and what else the JSON shows."""
+    """How the API answers a domain error: a status, a snake_case code, what else the JSON shows and the
+    headers that go with it."""
 
     status: int
     code: str
     details: Callable[[Exception], dict] = _no_details
     message: Callable[[Exception], str] = str
+    headers: Callable[[Exception], dict[str, str]] = _no_headers
+
+
+def _current_offset(error: Exception) -> dict[str, str]:
+    """A tus client resumes from the Upload-Offset of a 409 without another HEAD."""
+    assert isinstance(error, OffsetMismatch)
+    return {"Upload-Offset": str(error.offset)}
 
 
 def _job_state(error: Exception) -> dict:
@@ -102,6 +129,16 @@ REFUSALS: dict[type[Exception], Answer] = {
     ChecksumMismatch: Answer(422, "checksum_mismatch", _shown("index")),
     WrongState: Answer(409, "upload_state_conflict"),
     ChunksMissing: Answer(409, "chunks_missing", _shown("missing")),
+    # tus uploads (edcrm.recordings.tus): the statuses the tus 1.0 protocol gives them.
+    OffsetMismatch: Answer(409, "offset_mismatch", _shown("offset"), headers=_current_offset),
+    UploadLocked: Answer(423, "upload_locked"),
+    TusChecksumMismatch: Answer(460, "checksum_mismatch"),
+    ChecksumUnsupported: Answer(400, "checksum_unsupported"),
+    UploadExpired: Answer(410, "upload_expired"),
+    LengthConflict: Answer(400, "length_conflict", _shown("changed")),
+    BodyEndedEarly: Answer(400, "incomplete_body"),
+    ConcatInvalid: Answer(400, "concat_invalid"),
+    NotARecording: Answer(422, "not_a_recording", _shown("reason")),
     # Jobs (edcrm.jobs.ledger).
     JobNotFound: Answer(404, "not_found", message=lambda error: f"No job {error}."),
     JobStateConflict: Answer(409, "wrong_state", _job_state),
@@ -129,7 +166,13 @@ def status_of(error: Exception) -> int:
 def api_error_of(error: Exception) -> ApiError:
     """A refusal as the API answers it."""
     answer = answer_of(error)
-    return ApiError(answer.status, answer.code, answer.message(error), **answer.details(error))
+    return ApiError(
+        answer.status,
+        answer.code,
+        answer.message(error),
+        headers=answer.headers(error),
+        **answer.details(error),
+    )
 
 
 def _snake(name: str) -> str:

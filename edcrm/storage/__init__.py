@@ -16,7 +16,18 @@ from urllib.parse import unquote, urlsplit
 from flask import current_app
 
 from ..config import ConfigError
-from .base import BLOCK_SIZE, InvalidKey, ObjectNotFound, Storage, StorageError, validate_key
+from .base import (
+    BLOCK_SIZE,
+    InvalidKey,
+    InvalidPart,
+    NoSuchMultipart,
+    ObjectNotFound,
+    RangedReader,
+    Storage,
+    StorageError,
+    StorageUnavailable,
+    validate_key,
+)
 from .local import LocalStorage
 
 if TYPE_CHECKING:
@@ -25,11 +36,15 @@ if TYPE_CHECKING:
 __all__ = [
     "BLOCK_SIZE",
     "InvalidKey",
+    "InvalidPart",
     "LocalStorage",
+    "NoSuchMultipart",
     "ObjectNotFound",
+    "RangedReader",
     "S3Storage",
     "Storage",
     "StorageError",
+    "StorageUnavailable",
     "get_storage",
     "storage_from_url",
     "validate_key",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -26,6 +27,8 @@ from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from .. import spool
 from . import botocore_data
 from .base import (
+    InvalidPart,
+    NoSuchMultipart,
     ObjectNotFound,
     Readable,
     Storage,
@@ -33,6 +36,9 @@ from .base import (
     StorageUnavailable,
     copy_stream,
     validate_key,
+    validate_part,
+    validate_parts,
+    validate_range,
 )
 
 MIB = 1024 * 1024
@@ -52,6 +58,8 @@ MAX_URL_EXPIRY = 7 * 24 * 3600
 DELETE_BATCH = 1000
 
 _NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+#: What CompleteMultipartUpload answers for parts it cannot join (the upload stays in progress).
+_INVALID_PART_CODES = frozenset({"InvalidPart", "InvalidPartOrder", "EntityTooSmall", "MalformedXML"})
 #: Error codes of requests S3 may take later: throttling, its own failures, a body that came too slowly.
 _TRANSIENT_CODES = frozenset(
     {"SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout", "Throttling"}
@@ -77,6 +85,14 @@ def client_config() -> Config:
 
 def is_not_found(error: ClientError) -> bool:
     return error.response.get("Error", {}).get("Code") in _NOT_FOUND_CODES
+
+
+def error_code(error: ClientError) -> str | None:
+    return error.response.get("Error", {}).get("Code")
+
+
+def _status(error: ClientError) -> int:
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
 
 
 def _causes(error: BaseException | None):
@@ -380,6 +396,205 @@ class S3Storage(Storage):
     def check(self) -> None:
         """The bucket exists and these credentials may use it."""
         self.client.head_bucket(Bucket=self.bucket)
+
+    # -- multipart uploads ------------------------------------------------------------------------------
+
+    @_reports_outages
+    def start_multipart(self, key: str, *, part_size: int, content_type: str | None = None) -> str:
+        object_key = self.object_key(key)
+        validate_part(1, 0, part_size)
+        extra = {"ContentType": content_type} if content_type else {}
+        created = self.client.create_multipart_upload(Bucket=self.bucket, Key=object_key, **extra)
+        return created["UploadId"]
+
+    @contextlib.contextmanager
+    def _in_progress(self, key: str, multipart_id: str):
+        """NoSuchMultipart inside the block where S3 says the upload is not in progress: NoSuchUpload,
+        or a 5xx when ListParts says there is no such upload (for one it no longer has, moto answers 500
+        to UploadPart and CompleteMultipartUpload, and Ceph RGW 500 to CompleteMultipartUpload)."""
+        try:
+            yield
+        except ClientError as error:
+            if error_code(error) == "NoSuchUpload" or (
+                _status(error) >= 500 and self._gone(key, multipart_id)
+            ):
+                raise NoSuchMultipart(key, multipart_id) from None
+            raise
+
+    def _gone(self, key: str, multipart_id: str) -> bool:
+        """Does S3 know no upload multipart_id of key? False when it cannot say (it is down)."""
+        try:
+            self.client.list_parts(
+                Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id, MaxParts=1
+            )
+        except ClientError as error:
+            # Ceph RGW answers NoSuchKey for an upload it no longer has (its meta object is gone).
+            return error_code(error) in ("NoSuchUpload", "NoSuchKey")
+        except Exception:  # the error the caller had matters, not this one
+            return False
+        return False
+
+    @_reports_outages
+    def put_part(
+        self,
+        key: str,
+        multipart_id: str,
+        number: int,
+        path: str | os.PathLike,
+        offset: int,
+        length: int,
+        *,
+        part_size: int,
+    ) -> str:
+        object_key = self.object_key(key)
+        validate_part(number, length, part_size)
+        validate_range(offset, offset + length)
+        if os.path.getsize(path) < offset + length:
+            raise ValueError(f"{os.fspath(path)!r} holds no {length} bytes from {offset}")
+        # botocore reads the region from disk (to sign it, then to send it): no part in memory.
+        with FileRegion(os.fspath(path), offset, length) as body, self._in_progress(key, multipart_id):
+            answer = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=object_key,
+                UploadId=multipart_id,
+                PartNumber=number,
+                Body=body,
+                ContentLength=length,
+            )
+        return answer["ETag"]
+
+    @_reports_outages
+    def copy_part(
+        self,
+        key: str,
+        multipart_id: str,
+        number: int,
+        source_key: str,
+        *,
+        part_size: int,
+        start: int = 0,
+        stop: int | None = None,
+    ) -> str:
+        object_key, source = self.object_key(key), self.object_key(source_key)
+        validate_range(start, stop)
+        size = self.size(source_key)  # ObjectNotFound, and the range checked here as on every backend
+        stop = size if stop is None else stop
+        if stop > size or start >= stop:
+            raise ValueError(f"no bytes [{start}, {stop}) in {source_key!r} of {size} bytes")
+        validate_part(number, stop - start, part_size)
+        # The whole object is copied without a range: S3 takes a range only of a source above 5 MiB.
+        extra = {} if (start, stop) == (0, size) else {"CopySourceRange": f"bytes={start}-{stop - 1}"}
+        with self._in_progress(key, multipart_id):
+            try:
+                answer = self.client.upload_part_copy(
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    UploadId=multipart_id,
+                    PartNumber=number,
+                    CopySource={"Bucket": self.bucket, "Key": source},
+                    **extra,
+                )
+            except ClientError as error:
+                if is_not_found(error):  # removed since we looked
+                    raise ObjectNotFound(source_key) from None
+                raise
+        return answer["CopyPartResult"]["ETag"]
+
+    @_reports_outages
+    def complete_multipart(self, key: str, multipart_id: str, parts: list[tuple[int, str]]) -> int:
+        object_key = self.object_key(key)
+        validate_parts(parts)
+        joined = [{"PartNumber": number, "ETag": etag} for number, etag in parts]
+        try:
+            with self._in_progress(key, multipart_id):
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=object_key,
+                    UploadId=multipart_id,
+                    MultipartUpload={"Parts": joined},
+                )
+        except ClientError as error:
+            code = error_code(error)
+            if code in _INVALID_PART_CODES:
+                raise InvalidPart(
+                    f"S3 cannot join these parts ({code}){self._left_out(key, multipart_id, parts)}"
+                ) from error
+            raise
+        except NoSuchMultipart:
+            # Completed before (this call, retried, or another process): its object answers for it.
+            head = self._head(key)
+            if head is None:
+                raise
+            return head["ContentLength"]
+        head = self._head(key)
+        if head is None:  # removed in the instant since: as if completed and deleted
+            raise ObjectNotFound(key)
+        return head["ContentLength"]
+
+    def _left_out(self, key: str, multipart_id: str, parts: list[tuple[int, str]]) -> str:
+        """Why S3 may have refused parts, for the error's message: parts sent but not joined, which Ceph
+        RGW refuses to leave out (AWS and moto would)."""
+        given = {number for number, _ in parts}
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id
+            )
+            left_out = [
+                part["PartNumber"]
+                for page in pages
+                for part in page.get("Parts", [])
+                if part["PartNumber"] not in given
+            ]
+        except Exception:  # only a message: the refusal matters, not this
+            return ""
+        return f": parts {left_out} were sent but are not joined" if left_out else ""
+
+    @_reports_outages
+    def abort_multipart(self, key: str, multipart_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id
+            )
+        except ClientError as error:
+            if error_code(error) != "NoSuchUpload":
+                raise
+
+    # -- ranges and copies -------------------------------------------------------------------------
+
+    @_reports_outages
+    def open_range(self, key: str, start: int, stop: int | None = None) -> BinaryIO:
+        object_key = self.object_key(key)
+        validate_range(start, stop)
+        if stop == start:  # no HTTP range is empty: only whether the object is there
+            if self._head(key) is None:
+                raise ObjectNotFound(key)
+            return cast(BinaryIO, io.BytesIO())
+        last = "" if stop is None else str(stop - 1)
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=object_key, Range=f"bytes={start}-{last}"
+            )
+        except ClientError as error:
+            if is_not_found(error):
+                raise ObjectNotFound(key) from None
+            if error_code(error) == "InvalidRange":  # start at or past the end
+                return cast(BinaryIO, io.BytesIO())
+            raise
+        return cast(BinaryIO, _Body(response["Body"], self))
+
+    @_reports_outages
+    def copy(self, source_key: str, key: str) -> None:
+        """CopyObject (S3 copies objects up to 5 GiB so; recordings are far smaller)."""
+        try:
+            self.client.copy_object(
+                Bucket=self.bucket,
+                Key=self.object_key(key),
+                CopySource={"Bucket": self.bucket, "Key": self.object_key(source_key)},
+            )
+        except ClientError as error:
+            if is_not_found(error):
+                raise ObjectNotFound(source_key) from None
+            raise
 
     def url_for_download(
         self, key: str, expires: int, *, filename: str | None = None, content_type: str | None = None

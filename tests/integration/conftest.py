@@ -1,6 +1,6 @@
 """Fixtures of the end-to-end tests: the app on a PostgreSQL database of its own; a migrated database
 with the environment of the worker and the CLI on it (`env`); and the production processes on real
-services (`stack`, from tests/support/stack.py)."""
+services (`stack` on moto's S3, `s3_stack` on moto's and on Ceph RGW, from tests/support/stack.py)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ from edcrm.extensions import db
 from edcrm.jobs import records
 from tests.support.jobs import JOB_BACKOFFS
 from tests.support.processes import fresh_postgres_database, run_flask, service_env
-from tests.support.stack import stack  # noqa: F401  (the production processes on real services, a fixture)
+
+# The production processes on real services (fixtures): on moto's S3, and on moto's then Ceph RGW.
+from tests.support.stack import s3_stack, stack  # noqa: F401
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Call recordings end to end: gunicorn on PostgreSQL and Redis, a real `dramatiq edcrm.actors` worker,
-and moto's S3 server over HTTP (in this process; the web and the worker reach it only by HTTP).
+and S3 over HTTP: moto's server (in this process; the web and the worker reach it only by HTTP), and for
+the way in Ceph RGW too.
 
 A phone's chunks go through the HTTP API out of order; the worker assembles them into S3; the download
 redirects to a signed URL that serves the same bytes. Then S3 goes down while a job runs: the job
@@ -23,7 +24,8 @@ def bucket_keys(s3_server, bucket: str) -> list[str]:
     return sorted(item["Key"] for item in listed.get("Contents", []))
 
 
-def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):
+def test_chunks_through_the_api_become_a_recording_in_s3(s3_stack):
+    stack = s3_stack
     audio = wav(1.0) + bytes(11 * 1024 * 1024)  # over 8 MiB: a multipart object
     upload_id = send_chunks(stack, audio, 12, order=[5, 0, 11, 3, 1, 2, 4, 10, 6, 9, 8, 7])
 
@@ -36,7 +38,7 @@ def test_chunks_through_the_api_become_a_recording_in_s3(stack, s3_server):
     assert download.status_code == 302
     fetched = requests.get(download.headers["Location"], timeout=30)
     assert fetched.status_code == 200 and fetched.content == audio
-    assert bucket_keys(s3_server, stack.bucket) == [f"edcrm/recordings/{stack.call_log_id}/{upload_id}.wav"]
+    assert bucket_keys(stack.s3, stack.bucket) == [f"edcrm/recordings/{stack.call_log_id}/{upload_id}.wav"]
 
 
 def test_s3_down_during_finalize_the_job_retries_and_succeeds_once_it_is_back(stack, s3_server):

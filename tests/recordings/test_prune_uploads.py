@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import sqlalchemy as sa
 
@@ -117,3 +119,108 @@ def test_the_pruner_ends_processing_uploads_whose_job_is_gone(app, branch, telec
     assert ended.status is UploadStatus.FAILED and "job is gone" in ended.error
     assert db.session.get(RecordingUpload, running).status is UploadStatus.PROCESSING
     assert storage_files(app) == [f"uploads/{running}/chunks/00000"]
+
+
+# -- multipart uploads -----------------------------------------------------------------------------------
+
+MIB = 1024 * 1024
+
+
+def multiparts_in_progress(app) -> int:
+    url = app.config["STORAGE_URL"]
+    if url.startswith("s3://"):
+        from edcrm.storage import get_storage
+
+        storage = get_storage()
+        return len(storage.client.list_multipart_uploads(Bucket=storage.bucket).get("Uploads", []))
+    root = Path(url.removeprefix("file://")) / ".multipart"
+    return len([p for p in root.iterdir() if len(p.name) == 32]) if root.exists() else 0
+
+
+def tus_upload(branch, telecaller, *, expires_in_hours: float, idle_hours: float = 0) -> str:
+    """A tus upload as the tus engine leaves one mid-way: a multipart upload with one part committed and
+    a tail staged after it."""
+    from edcrm.models.recording import RecordingUploadPart, UploadKind
+    from edcrm.recordings.uploads import tail_key
+    from edcrm.storage import get_storage
+
+    storage, part = get_storage(), 5 * MIB
+    call_log = make_call_log(branch, telecaller)
+    upload = RecordingUpload(
+        call_log_id=call_log.id,
+        telecaller_id=telecaller.id,
+        filename="t.wav",
+        kind=UploadKind.TUS,
+        expected_chunks=1,
+        part_size=part,
+        offset=part + 10,
+        tail_size=10,
+        expires_at=utcnow() + timedelta(hours=expires_in_hours),
+    )
+    db.session.add(upload)
+    db.session.flush()
+    upload.object_key = f"recordings/{call_log.id}/{upload.id}"
+    upload.multipart_id = storage.start_multipart(upload.object_key, part_size=part)
+    with tempfile.NamedTemporaryFile() as file:
+        file.truncate(part)
+        etag = storage.put_part(upload.object_key, upload.multipart_id, 1, file.name, 0, part, part_size=part)
+    db.session.add(RecordingUploadPart(upload_id=upload.id, number=1, size=part, etag=etag))
+    storage.save(tail_key(upload), io.BytesIO(b"0123456789"))
+    db.session.commit()
+    set_state(upload.id, idle_hours=idle_hours)
+    return upload.id
+
+
+def chunk_upload_in_parts(branch, telecaller, *, idle_hours: float) -> str:
+    upload = uploads.create_session(
+        telecaller, make_call_log(branch, telecaller), filename="a.wav", expected_chunks=3
+    )
+    uploads.store_chunk(upload, 0, io.BytesIO(bytes(5 * MIB)))
+    assert db.session.get(RecordingUpload, upload.id).multipart_id is not None
+    set_state(upload.id, idle_hours=idle_hours)
+    return upload.id
+
+
+def test_expired_tus_uploads_are_cancelled_and_their_parts_and_tail_removed(app, branch, telecaller):
+    app.config["UPLOAD_SESSION_TTL_HOURS"] = 24
+    expired = tus_upload(branch, telecaller, expires_in_hours=-1, idle_hours=25)
+    # Idle past the session TTL, but its client was told it has until Upload-Expires: it stays.
+    promised = tus_upload(branch, telecaller, expires_in_hours=2, idle_hours=30)
+    assert multiparts_in_progress(app) == 2 and len(storage_files(app)) > 2
+
+    assert pruning.prune_stale(ttl_hours=24) == 0  # ended now; removed once idle past the TTL again
+
+    db.session.expire_all()
+    ended = db.session.get(RecordingUpload, expired)
+    assert (ended.status, ended.error) == (UploadStatus.CANCELLED, pruning.EXPIRED)
+    assert db.session.get(RecordingUpload, promised).status is UploadStatus.RECEIVING
+    assert multiparts_in_progress(app) == 1
+    assert not [name for name in storage_files(app) if f"uploads/{expired}/" in name]
+    assert [name for name in storage_files(app) if f"uploads/{promised}/tail" in name]
+
+
+def test_pruning_a_chunk_upload_aborts_its_multipart_upload(app, branch, telecaller):
+    stale = chunk_upload_in_parts(branch, telecaller, idle_hours=30)
+    fresh = chunk_upload_in_parts(branch, telecaller, idle_hours=1)
+    assert multiparts_in_progress(app) == 2
+
+    assert pruning.prune_stale(ttl_hours=24) == 1
+
+    assert set(db.session.execute(sa.select(RecordingUpload.id)).scalars()) == {fresh}
+    assert multiparts_in_progress(app) == 1
+    assert stale not in "".join(storage_files(app))
+
+
+def test_on_s3_pruning_aborts_multipart_uploads(app, s3_server, branch, telecaller):
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    chunk_upload_in_parts(branch, telecaller, idle_hours=30)
+    expired = tus_upload(branch, telecaller, expires_in_hours=-1)
+    assert multiparts_in_progress(app) == 2
+
+    assert pruning.prune_stale(ttl_hours=24) == 1  # the chunk upload; the tus one is ended
+
+    assert multiparts_in_progress(app) == 0
+    assert db.session.get(RecordingUpload, expired).status is UploadStatus.CANCELLED
+    assert s3_server.client().list_objects_v2(Bucket=bucket).get("Contents", []) == []

@@ -53,6 +53,11 @@ EDCRM_VARIABLES = {
     "JOB_RETENTION_DAYS",
     "FAILED_JOB_RETENTION_DAYS",
     "UPLOAD_SESSION_TTL_HOURS",
+    "TUS_UPLOAD_TTL_HOURS",
+    "TUS_PART_BYTES",
+    "CORS_ORIGINS",
+    "WEB_CONCURRENCY",
+    "WEB_THREADS",
     "METRICS_TOKEN",
     # Where metrics go: the web's multiprocess files, the workers' exposition server and files.
     "PROMETHEUS_MULTIPROC_DIR",
@@ -117,13 +122,21 @@ with app.app_context():
 class Service:
     """A process (and its children) started in its own session, its output in a log file."""
 
-    def __init__(self, argv: list[str], *, env: Mapping[str, str], log_path: Path, name: str):
+    def __init__(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        log_path: Path,
+        name: str,
+        cwd: Path | None = None,
+    ):
         self.name = name
         self.log_path = log_path
         with open(log_path, "ab") as log:
             self.process = subprocess.Popen(
                 argv,
-                cwd=REPO,
+                cwd=cwd or REPO,
                 env=dict(env),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -199,10 +212,16 @@ def start_dramatiq(
     return Service(argv, env=env, log_path=log_path, name="dramatiq edcrm.actors")
 
 
-def start_gunicorn(env: Mapping[str, str], log_path: Path) -> Service:
-    """`gunicorn -c gunicorn.conf.py app:app`, as `make run` and the Procfile's web process start it."""
-    argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"]
-    return Service(argv, env=env, log_path=log_path, name="gunicorn")
+def start_gunicorn(env: Mapping[str, str], log_path: Path, *, cwd: Path | None = None) -> Service:
+    """`gunicorn -c gunicorn.conf.py app:app`, as `make run` and the Procfile's web process start it;
+    from another working folder than the repository's when cwd is given (the app found on PYTHONPATH),
+    as a second host would run it."""
+    if cwd is None:
+        argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", "app:app"]
+        return Service(argv, env=env, log_path=log_path, name="gunicorn")
+    argv = [str(BIN / "gunicorn"), "-c", str(REPO / "gunicorn.conf.py"), "app:app"]
+    env = {**env, "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))}
+    return Service(argv, env=env, log_path=log_path, name=f"gunicorn in {cwd}", cwd=cwd)
 
 
 def free_port() -> int:

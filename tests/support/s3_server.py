@@ -53,6 +53,11 @@ class MotoS3Server:
     """moto's S3 app served by werkzeug in a thread (as moto's ThreadedMotoServer does, with a shorter
     shutdown poll), that can be stopped and started again on the same port."""
 
+    #: What the parametrized `s3_endpoint` fixture (tests/support/rgw.py) calls it.
+    name = "moto"
+    #: The AWS variables a process needs to use it (moto checks none of them).
+    aws_env = AWS_ENV
+
     def __init__(self, port: int | None = None):
         self.port = port or free_port()
         self.endpoint_url = f"http://127.0.0.1:{self.port}"

@@ -22,7 +22,7 @@ from ...permissions import MAX_ID
 from ..converters import JobIdConverter
 from . import spec
 from .schemas.base import UPLOAD_ID
-from .supplement import RETRY_AFTER, SUPPLEMENT, TEXT
+from .supplement import EXTRA_OPERATIONS, RETRY_AFTER, SUPPLEMENT, TEXT, TUS_OPERATIONS, TUS_RESUMABLE
 
 ERROR = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
 
@@ -157,7 +157,10 @@ def build(app: Flask) -> dict[str, Any]:
             "headers": HEADERS,
         },
     }
-    for path, item in sorted(generated["paths"].items()):
+    paths = copy.deepcopy(generated["paths"])
+    for path, extra in EXTRA_OPERATIONS.items():
+        paths.setdefault(path, {}).update(copy.deepcopy(extra))
+    for path, item in sorted(paths.items()):
         document["paths"][path] = {method: _complete(operation) for method, operation in item.items()}
     return document
 
@@ -167,9 +170,11 @@ def _complete(operation: dict[str, Any]) -> dict[str, Any]:
     for key in ("description", "tags"):
         if not operation.get(key):
             operation.pop(key, None)
-    operation["parameters"] = [_parameter(p) for p in operation["parameters"]] + supplement.get(
+    operation["parameters"] = [_parameter(p) for p in operation.get("parameters", [])] + supplement.get(
         "parameters", []
     )
+    if operation["operationId"] in TUS_OPERATIONS:
+        operation["parameters"].append(TUS_RESUMABLE)
     if not operation["parameters"]:
         del operation["parameters"]
     if "requestBody" in supplement:

@@ -21,6 +21,7 @@ from .schemas.base import Error
 from .schemas.recordings import (
     JobAccepted,
     RecordingUpload,
+    SingleUploadAccepted,
     Upload,
     UploadCreated,
     UploadProgress,
@@ -178,7 +179,11 @@ def delete_upload(upload_id: str):
     "uploadRecording",
     "recordings",
     form=RecordingUpload,
-    HTTP_202=(JobAccepted, "Stored; the recordings job finalizes it."),
+    HTTP_202=(
+        SingleUploadAccepted,
+        "Stored; the recordings job finalizes it. Location: the upload "
+        "(`GET /api/recordings/uploads/UPLOAD_ID`), whose status says when the recording is made.",
+    ),
     HTTP_413=(Error, "The file is over MAX_RECORDING_BYTES (`too_large`, with `limit`); nothing is kept."),
     HTTP_415=(Error, "Not multipart/form-data (`unsupported_media_type`); nothing is kept."),
     HTTP_422=(
@@ -205,8 +210,9 @@ def upload_recording(call_log_id: int):
     except ClientDisconnected:
         raise IncompleteBody() from None
     form = parse(RecordingUpload, {"file": part})
-    job_id = uploads.start_single_upload(g.user, call_log, form.file.stream, form.file.filename)
-    return {"job_id": job_id}, 202
+    upload = uploads.receive_single_upload(g.user, call_log, form.file.stream, form.file.filename)
+    body = {"job_id": upload.job_id, "upload_id": upload.id}
+    return body, 202, {"Location": f"/api/recordings/uploads/{upload.id}"}
 
 
 @bp.get("/call-logs/<int:call_log_id>/recording/content")

@@ -104,7 +104,15 @@ def upload_json(upload: RecordingUpload) -> dict[str, Any]:
         "error": public_error(upload.status, upload.error),
         "created_at": isoformat(upload.created_at),
         "updated_at": isoformat(upload.updated_at),
+        **_tus_progress(upload),
     }
+
+
+def _tus_progress(upload: RecordingUpload) -> dict[str, Any]:
+    """A tus upload's offset and length (null while deferred); nothing for the other kinds."""
+    if upload.kind is not UploadKind.TUS:
+        return {}
+    return {"offset": upload.offset, "length": upload.total_size}
 
 
 def job_error_json(error: JobError) -> dict[str, Any]:

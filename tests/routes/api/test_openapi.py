@@ -39,7 +39,9 @@ def routed(app) -> dict[str, set[str]]:
         if not (rule.rule.startswith("/api/") or rule.rule in ("/healthz", "/metrics")):
             continue
         path = re.sub(r"<(?:[^:<>]+:)?([^<>]+)>", r"{\1}", rule.rule)
-        routes.setdefault(path, set()).update(rule.methods - {"HEAD", "OPTIONS"})
+        # HEAD is Flask's for a GET; a route of its own (tus's) is documented.
+        methods = rule.methods - {"OPTIONS"} - ({"HEAD"} if "GET" in rule.methods else set())
+        routes.setdefault(path, set()).update(methods)
     return routes
 
 

@@ -61,7 +61,18 @@ class Upload(UploadProgress):
     error: str | None = Field(None, description="Why it failed or was cancelled.")
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    # tus uploads only (absent for the others).
+    offset: NonNegative | None = Field(None, description="tus: the bytes received and committed.")
+    length: NonNegative | None = Field(
+        None, description="tus: the recording's length (Upload-Length), null while it is deferred."
+    )
 
 
 class JobAccepted(Answer):
     job_id: str = Field(description="The Dramatiq message id of the job.")
+
+
+class SingleUploadAccepted(JobAccepted):
+    """A one-shot upload, stored: its job, and the upload it can be followed by."""
+
+    upload_id: str = Field(pattern=UPLOAD_ID, description="GET /api/recordings/uploads/UPLOAD_ID follows it.")
