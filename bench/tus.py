@@ -4,10 +4,11 @@
 
 Needs PostgreSQL, Redis (Redis DB 15, or BENCH_REDIS_URL, is flushed), Node.js and the test clients
 (`npm ci --prefix tests/clients`: tus-js-client, @tus/server, @tus/s3-store). One run is on one S3 server:
-moto's (`moto_server`, a process of its own, over HTTP), or Ceph RGW (`--s3 rgw`: the tests' one-node RGW,
-started by tests/support/rgw.py, or an RGW already running at `--endpoint` with AWS_ACCESS_KEY_ID and
-AWS_SECRET_ACCESS_KEY set). In that run, with the same bytes (a WAV header, then pseudo-random data) from
-a local file, one after the other:
+moto's (`moto_server`, a process of its own, over HTTP), or Ceph RGW (`--s3 rgw`: a one-node RGW of
+tests/support/rgw.py in a folder of its own, EDCRM_BENCH_RGW_DIR or /tmp/edcrm-bench-rgw), or any S3
+server already running at `--endpoint` (keys in AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY). The node
+side is tests/clients/tus_upload.mjs (tus-js-client) and tests/clients/reference_server.mjs. In that
+run, with the same bytes (a WAV header, then pseudo-random data) from a local file, one after the other:
 
 1. the S3 server's own CompleteMultipartUpload: boto3 makes a multipart upload of the file in parts of
    --part-mb, then only the complete call is timed (at --size-mb and at --small-mb);
@@ -18,7 +19,8 @@ a local file, one after the other:
    Procfile's recordings worker (`dramatiq edcrm.actors --queues recordings`) on a fresh PostgreSQL
    database, the same client: ingest as for 3; then from the last PATCH answered to the upload
    `completed` in the database (the Recording committed, polled every 5 ms); end to end, first PATCH
-   sent to Recording committed, against `upload_file`; at --small-mb and at --size-mb;
+   sent to Recording committed, against `upload_file`; at --small-mb and at --size-mb, after an untimed
+   2 MiB warm-up upload (the worker's first job makes its S3 client);
 5. edcrm's chunk API in chunks of --part-mb (each PUT with its X-Chunk-SHA256): finalize, from the
    `complete` call to the upload `completed`, against the S3 server's own complete of the same parts;
 6. the peak RSS (VmHWM) of every process of gunicorn and of the recordings worker after all of it.
@@ -45,6 +47,7 @@ import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC
 from pathlib import Path
 
 import boto3
@@ -61,7 +64,6 @@ from tests.support import processes as helpers  # noqa: E402
 SERVER_URL = os.environ.get("BENCH_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
 REDIS_URL = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/15")
 NODE = os.environ.get("NODE", "node")
-NODE_RUNNER = REPO / "bench" / "tus_node.mjs"
 CLIENTS = REPO / "tests" / "clients"
 MIB = 1024 * 1024
 MB = 1_000_000
@@ -120,6 +122,7 @@ class Figures:
     chunk_finalize: float | None = None  # complete call -> Recording
     rss: list[tuple[str, int, float, float]] = field(default_factory=list)  # role, pid, peak, idle
     notes: list[str] = field(default_factory=list)
+    phases: dict[tuple[str, int], str] = field(default_factory=dict)  # the job's times, for a figure
     failures: list[str] = field(default_factory=list)  # measurements that could not be made, and why
 
 
@@ -179,22 +182,24 @@ def s3_server(kind: str, endpoint: str | None, logs: Path) -> Iterator[S3]:
             helpers.wait_for(lambda: _answers(server.endpoint), timeout=30, what="moto", watch=moto)
             yield server
     else:
+        # The tests' one-node RGW, in a folder of the benchmark's own (not the tests' cluster, whose load
+        # would weigh on the figures), stopped at the end when this run started it.
+        from tests.support import rgw
+
+        base = Path(os.environ.get("EDCRM_BENCH_RGW_DIR", "/tmp/edcrm-bench-rgw"))
         try:
-            from tests.support import rgw
-        except ImportError:
-            raise SystemExit(
-                "--s3 rgw needs tests/support/rgw.py (not in this checkout) or an RGW already running: "
-                "--endpoint URL, with AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY set"
-            ) from None
-        with rgw.running(logs / "rgw") as gateway:  # type: ignore[attr-defined]
-            yield S3(
-                "rgw",
-                gateway.endpoint_url,
-                {
-                    "AWS_ACCESS_KEY_ID": gateway.access_key,
-                    "AWS_SECRET_ACCESS_KEY": gateway.secret_key,
-                },
-            )
+            gateway, started = rgw.ensure_rgw(base)
+        except rgw.RgwUnavailable as exc:
+            raise SystemExit(f"no Ceph RGW: {exc}") from None
+        try:
+            credentials = {
+                "AWS_ACCESS_KEY_ID": gateway.access_key,
+                "AWS_SECRET_ACCESS_KEY": gateway.secret_key,
+            }
+            yield S3("rgw", gateway.endpoint_url, credentials)
+        finally:
+            if started:
+                rgw.stop(base)
 
 
 def empty_bucket(s3, bucket: str) -> None:
@@ -260,37 +265,50 @@ def upload_file_seconds(server: S3, bucket: str, path: Path, runs: int = 2) -> f
 # -- tus over node ------------------------------------------------------------------------------------
 
 
-def tus_upload(
-    endpoint: str, path: Path, part: int, *, headers: dict | None = None, metadata: dict | None = None
-) -> dict:
-    """tus-js-client uploads path to endpoint in PATCHes of `part` bytes; its report (`first_byte`,
-    `last_ack`: seconds since the epoch; `url`), read the moment it is printed."""
-    env = {
-        **os.environ,
-        "TUS_HEADERS": json.dumps(headers or {}),
-        "TUS_METADATA": json.dumps(metadata or {}),
-    }
-    argv = [NODE, str(NODE_RUNNER), "upload", endpoint, str(path), str(part)]
-    with subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as client:
-        assert client.stdout is not None
-        line = client.stdout.readline()
-        if not line:
-            client.wait()
-            raise RuntimeError(f"tus-js-client failed ({client.returncode}): {client.stderr.read()}")  # type: ignore[union-attr]
-        report = json.loads(line)
-    report["first_byte"] /= 1000
-    report["last_ack"] /= 1000
+def tus_upload(endpoint: str, path: Path, part: int, *extra: str) -> dict:
+    """tus-js-client (tests/clients/tus_upload.mjs, no retries) uploads path to endpoint in PATCHes of
+    `part` bytes; its report, with `first_byte` (the first PATCH sent) and `last_ack` (the answer to the
+    one that carried the last byte) in seconds since the epoch."""
+    argv = [NODE, str(CLIENTS / "tus_upload.mjs"), "--endpoint", endpoint, "--file", str(path)]
+    argv += ["--chunk-size", str(part), "--no-retry", *extra]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=3600)
+    try:
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        report = {"ok": False, "error": done.stderr.strip()[-2000:]}
+    if not report.get("ok"):
+        raise RuntimeError(
+            f"tus-js-client failed: {report.get('status')} {report.get('error')} {report.get('body')}"
+        )
+    timings = report["timings"]
+    report["first_byte"] = (timings["started_at"] + timings["first_patch"]) / 1000
+    report["last_ack"] = (timings["started_at"] + timings["last_response"]) / 1000
     return report
 
 
+def upload_id_of(report: dict) -> str:
+    """The upload's id: the last segment of its URL."""
+    return report["url"].rstrip("/").rsplit("/", 1)[-1]
+
+
 def reference_server(server: S3, bucket: str, part: int, logs: Path) -> tuple[helpers.Service, str]:
-    """@tus/server + @tus/s3-store on server's bucket: the service and its tus endpoint."""
+    """@tus/server + @tus/s3-store (tests/clients/reference_server.mjs) on server's bucket, in parts of
+    `part` bytes: the service and its tus endpoint."""
     port = helpers.free_port()
-    argv = [NODE, str(NODE_RUNNER), "server", str(port), server.endpoint, bucket, str(part)]
-    service = helpers.Service(
-        argv, env=helpers.service_env(**server.env), log_path=logs / "tus-server.log", name="@tus/server"
+    argv = [
+        NODE,
+        str(CLIENTS / "reference_server.mjs"),
+        "--port",
+        str(port),
+        "--s3-endpoint",
+        server.endpoint,
+    ]
+    argv += ["--bucket", bucket, "--part-size", str(part)]
+    env = helpers.service_env(**server.env)
+    service = helpers.Service(argv, env=env, log_path=logs / "tus-server.log", name="@tus/server")
+    helpers.wait_for(
+        lambda: '"ready":true' in service.output(), timeout=30, what="@tus/server", watch=service
     )
-    helpers.wait_for(lambda: "listening" in service.output(), timeout=30, what="@tus/server", watch=service)
     return service, f"http://127.0.0.1:{port}/files/"
 
 
@@ -347,6 +365,26 @@ def wait_committed(engine: sa.Engine, upload_id: str, watch: helpers.Service, ti
             time.sleep(POLL_S)
 
 
+def job_phases(engine: sa.Engine, upload_id: str, since: float) -> str:
+    """When the upload's job was enqueued, started and ended (the ledger's times), from `since`."""
+    query = sa.text(
+        "SELECT j.enqueued_at, j.started_at, j.finished_at FROM jobs j"
+        " JOIN recording_uploads u ON u.job_id = j.id WHERE u.id = :id"
+    )
+    with engine.connect() as conn:
+        row = conn.execute(query, {"id": upload_id}).first()
+    if row is None:
+        return "no job in the ledger"
+
+    def at(moment) -> str:
+        if moment is None:
+            return "?"
+        moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return f"+{moment.timestamp() - since:.2f}"
+
+    return f"job enqueued {at(row[0])}, started {at(row[1])}, ended {at(row[2])} s"
+
+
 def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, str]], logs: Path) -> None:
     """Every edcrm measurement: tus at each size, then the chunk API at --size-mb; then the peaks."""
     s3 = server.client()
@@ -370,7 +408,7 @@ def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, s
         helpers.run_flask("db", "upgrade", env=env)
         demo = json.loads(helpers.run_flask("edcrm", "seed-demo", "--json", env=env).stdout)
         telecaller = demo["telecallers"][0]
-        argv = [sys.executable, "-c", MAKE_CALL_LOGS, str(telecaller["id"]), str(len(files) + 1)]
+        argv = [sys.executable, "-c", MAKE_CALL_LOGS, str(telecaller["id"]), str(len(files) + 2)]
         made = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
         call_logs = [int(n) for n in made.stdout.split()]
         engine = sa.create_engine(database_url)
@@ -394,19 +432,25 @@ def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, s
                         "without Tus-Version (no tus endpoint in this checkout)"
                     )
                 else:
+                    # A warm-up first, untimed: a worker that has run a job before (its S3 client made,
+                    # its finish code imported), as in production after the first upload of the day.
+                    warmup = logs / "warmup.wav"
+                    write_recording(warmup, 2 * MIB)
+                    token = ["--token", telecaller["token"]]
+                    try:
+                        report = tus_upload(
+                            tus_endpoint, warmup, args.part, *token, "--call-log-id", str(call_logs.pop())
+                        )
+                        wait_committed(engine, upload_id_of(report), worker)
+                    except RuntimeError as exc:
+                        figures.failures.append(f"edcrm tus warm-up: {exc}")
                     for size in sorted(files):
                         path, digest = files[size]
-                        metadata = {
-                            "call_log_id": str(call_logs.pop()),
-                            "filename": "bench.wav",
-                            "filetype": "audio/wav",
-                            "sha256": digest,
-                        }
+                        metadata = [*token, "--call-log-id", str(call_logs.pop())]
+                        metadata += ["--filename", "bench.wav", "--filetype", "audio/wav", "--sha256", digest]
                         try:
-                            report = tus_upload(
-                                tus_endpoint, path, args.part, headers=auth, metadata=metadata
-                            )
-                            upload_id = report["url"].rstrip("/").rsplit("/", 1)[-1]
+                            report = tus_upload(tus_endpoint, path, args.part, *metadata)
+                            upload_id = upload_id_of(report)
                             committed = wait_committed(engine, upload_id, worker)
                         except RuntimeError as exc:
                             figures.failures.append(f"edcrm tus {size // MIB} MiB: {exc}")
@@ -414,6 +458,7 @@ def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, s
                         figures.edcrm_ingest[size] = report["last_ack"] - report["first_byte"]
                         figures.edcrm_commit[size] = committed - report["last_ack"]
                         figures.edcrm_end_to_end[size] = committed - report["first_byte"]
+                        figures.phases[("tus", size)] = job_phases(engine, upload_id, report["last_ack"])
                 if not args.skip_chunks:
                     path, digest = files[figures.size]
                     try:
@@ -466,6 +511,7 @@ def chunk_api(base, auth, call_log_id, path: Path, digest: str, figures: Figures
     if completed.status_code != 202:
         raise RuntimeError(f"complete: {completed.status_code} {completed.text}")
     figures.chunk_finalize = wait_committed(engine, upload_id, worker) - started_at
+    figures.phases[("chunks", size)] = job_phases(engine, upload_id, started_at)
 
 
 # -- the run ------------------------------------------------------------------------------------------
@@ -491,10 +537,10 @@ def measure(args) -> Figures:
                 figures.upload_file = upload_file_seconds(server, scratch, files[size][0])
                 service, endpoint = reference_server(server, scratch, part, logs)
                 with service:
-                    report = tus_upload(endpoint, files[size][0], part, metadata={"filename": "bench.wav"})
+                    report = tus_upload(endpoint, files[size][0], part, "--filename", "bench.wav")
                     figures.reference_ingest = report["last_ack"] - report["first_byte"]
                     # The reference stored the whole file (its key is the upload's id).
-                    key = report["url"].rstrip("/").rsplit("/", 1)[-1]
+                    key = upload_id_of(report)
                     stored = s3.head_object(Bucket=scratch, Key=key)["ContentLength"]
                     if stored != size:
                         raise RuntimeError(f"@tus/server stored {stored} bytes of {size}")
@@ -622,6 +668,9 @@ def report(figures: Figures) -> str:
                 [row[0].ljust(widths[0]), row[1].rjust(widths[1]), row[2].rjust(widths[2]), row[3]]
             ).rstrip()
         )
+    for (what, n), phases in sorted(figures.phases.items()):
+        since = "the last byte answered" if what == "tus" else "the complete call"
+        lines.append(f"{what} {mib(n)}: {phases} after {since}")
     lines += [f"note: {note}" for note in figures.notes]
     lines += [f"FAILED: {failure}" for failure in figures.failures]
     return "\n".join(lines)
