@@ -371,8 +371,14 @@ def job_phases(engine: sa.Engine, upload_id: str, since: float) -> str:
         "SELECT j.enqueued_at, j.started_at, j.finished_at FROM jobs j"
         " JOIN recording_uploads u ON u.job_id = j.id WHERE u.id = :id"
     )
+    deadline = time.monotonic() + 10
     with engine.connect() as conn:
-        row = conn.execute(query, {"id": upload_id}).first()
+        while True:  # the ledger writes the end just after the actor's own commit
+            row = conn.execute(query, {"id": upload_id}).first()
+            conn.rollback()
+            if row is None or row[2] is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
     if row is None:
         return "no job in the ledger"
 
@@ -380,7 +386,7 @@ def job_phases(engine: sa.Engine, upload_id: str, since: float) -> str:
         if moment is None:
             return "?"
         moment = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-        return f"+{moment.timestamp() - since:.2f}"
+        return f"{moment.timestamp() - since:+.2f}"
 
     return f"job enqueued {at(row[0])}, started {at(row[1])}, ended {at(row[2])} s"
 
