@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import statistics
 import struct
 import subprocess
 import sys
@@ -114,6 +115,8 @@ class Figures:
     complete: dict[int, float] = field(default_factory=dict)  # size -> the server's own complete
     upload_file: float | None = None
     reference_ingest: float | None = None  # first PATCH sent -> last answered
+    reference_patches: list[float] = field(default_factory=list)  # each PATCH's round trip
+    edcrm_patches: list[float] = field(default_factory=list)  # at --size-mb
     reference_rss: float | None = None
     edcrm_ingest: dict[int, float] = field(default_factory=dict)
     edcrm_commit: dict[int, float] = field(default_factory=dict)  # last PATCH answered -> Recording
@@ -284,6 +287,13 @@ def tus_upload(endpoint: str, path: Path, part: int, *extra: str) -> dict:
     report["first_byte"] = (timings["started_at"] + timings["first_patch"]) / 1000
     report["last_ack"] = (timings["started_at"] + timings["last_response"]) / 1000
     return report
+
+
+def patch_times(report: dict) -> list[float]:
+    """Each PATCH's round trip (s), from the client's log: one PATCH is sent as the last one is answered."""
+    answered = [entry["at"] for entry in report["requests"] if entry["method"] == "PATCH"]
+    starts = [report["timings"]["first_patch"], *answered[:-1]]
+    return [(end - start) / 1000 for start, end in zip(starts, answered, strict=True)]
 
 
 def upload_id_of(report: dict) -> str:
@@ -462,6 +472,8 @@ def run_edcrm(server: S3, args, figures: Figures, files: dict[int, tuple[Path, s
                             figures.failures.append(f"edcrm tus {size // MIB} MiB: {exc}")
                             continue
                         figures.edcrm_ingest[size] = report["last_ack"] - report["first_byte"]
+                        if size == figures.size:
+                            figures.edcrm_patches = patch_times(report)
                         figures.edcrm_commit[size] = committed - report["last_ack"]
                         figures.edcrm_end_to_end[size] = committed - report["first_byte"]
                         figures.phases[("tus", size)] = job_phases(engine, upload_id, report["last_ack"])
@@ -545,6 +557,7 @@ def measure(args) -> Figures:
                 with service:
                     report = tus_upload(endpoint, files[size][0], part, "--filename", "bench.wav")
                     figures.reference_ingest = report["last_ack"] - report["first_byte"]
+                    figures.reference_patches = patch_times(report)
                     # The reference stored the whole file (its key is the upload's id).
                     key = upload_id_of(report)
                     stored = s3.head_object(Bucket=scratch, Key=key)["ContentLength"]
@@ -597,6 +610,18 @@ def report(figures: Figures) -> str:
             rate(size, ingest),
             rate(size, figures.reference_ingest),
             mark(ok, ">= the reference's MB/s"),
+        )
+    )
+
+    def spread(times: list[float]) -> str:
+        return f"{statistics.median(times):.3f} · {max(times):.3f} s" if times else ""
+
+    rows.append(
+        (
+            "  one PATCH's round trip, median · slowest",
+            spread(figures.edcrm_patches),
+            spread(figures.reference_patches),
+            "",
         )
     )
     for n in sorted(figures.edcrm_commit) or sorted(figures.complete):
