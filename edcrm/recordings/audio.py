@@ -7,6 +7,10 @@ OGG/Opus/Vorbis), by walking the frames of raw AMR and the elements of WebM, whi
 read. A file that does not parse, holds no audio or is cut short is NotAudio, with a reason in plain
 words; a whole one gives its duration. Everything reads a file on disk by seeking, so a long recording
 is never in memory whole.
+
+Raw AMR's duration is the count of its frames, which only a walk over every byte gives: for a recording
+stored by parts as it arrives (tus), AmrCounter walks them as they pass, across requests (its state is
+the upload's audio_state), and examine_counted then says what examine would have, without a re-read.
 """
 
 from __future__ import annotations

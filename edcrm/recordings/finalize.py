@@ -121,10 +121,10 @@ def _chunks_are_parts(upload: RecordingUpload) -> bool:
 def _mixed_sources(upload: RecordingUpload) -> list[Source]:
     """The sources, in chunk order, of a chunk upload whose parts and chunk objects cannot be one
     object of equal parts (a chunk of another size between them). Parts cannot be read before their
-    upload is completed, and every backend joins parts 1 to n of the part size: the chunks that are not
-    parts are filled in with a part of zeros (the rare irregular upload pays its size once), the upload
-    is completed into its object, and each part chunk is the range of its place there; the other
-    chunks are their objects. A second run finds the object completed."""
+    upload is completed, and every backend joins parts 1 to n of the part size, and every part sent:
+    the chunks that are not parts are filled in with a part of zeros (the rare irregular upload pays
+    their size once), the upload is completed into its object, and each part chunk is the range of its
+    place there; the other chunks are their objects. A second run finds the object completed."""
     storage = get_storage()
     chunks = db.session.execute(
         sa.select(RecordingChunk.index, RecordingChunk.size, RecordingChunk.etag)
@@ -133,11 +133,12 @@ def _mixed_sources(upload: RecordingUpload) -> list[Source]:
     ).all()
     key, multipart_id, part_size = upload.object_key or "", upload.multipart_id or "", upload.part_size or 0
     if not storage.exists(key):
-        last = max(index for index, _, etag in chunks if etag is not None)
         parts: list[tuple[int, str]] = []
         with spool.named_file("edcrm-filler-") as filler:
             filler.truncate(part_size)  # sparse: zeros that take no disk
-            for index, _, etag in chunks[: last + 1]:
+            # Every number a chunk may have been sent as is joined (Ceph RGW and the local backend
+            # refuse to leave out a part that was sent: a chunk sent as a part, then again as an object).
+            for index, _, etag in chunks:
                 if etag is None:
                     etag = storage.put_part(
                         key, multipart_id, index + 1, filler.name, 0, part_size, part_size=part_size

@@ -33,7 +33,10 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import islice
 from typing import NoReturn
 
 import sqlalchemy as sa
@@ -99,10 +102,7 @@ def complete(upload: RecordingUpload) -> Recording:
         raise Unrecoverable(f"upload {upload.id}: the storage joined {stored} bytes, its parts are {size}")
 
     if hashed < size:
-        with storage.open_range(key, hashed) as rest:
-            while block := rest.read(BLOCK_SIZE):
-                hasher.update(block)
-                hashed += len(block)
+        hashed += _hash_range(storage, key, hashed, size, hasher)
         if hashed != size:
             raise Unrecoverable(f"upload {upload.id}: its object has {hashed} bytes, not {size}")
     sha256 = hasher.hexdigest()
@@ -195,25 +195,52 @@ def _hasher(upload: RecordingUpload, size: int) -> tuple[_Hashlib | digest.Resum
     return _Hashlib(), 0
 
 
+#: Ranged reads of the bytes left to hash: this many of RANGE_BYTES each in flight while the one before
+#: is hashed, so that hashing waits on no single request's latency (8 MiB of memory at most).
+RANGES_IN_FLIGHT = 4
+RANGE_BYTES = 2 * 1024 * 1024
+
+
+def _read_range(storage: Storage, key: str, start: int, stop: int) -> bytes:
+    with storage.open_range(key, start, stop) as stream:
+        pieces, left = [], stop - start
+        while left > 0 and (piece := stream.read(min(left, BLOCK_SIZE))):
+            pieces.append(piece)
+            left -= len(piece)
+    return b"".join(pieces)
+
+
+def _hash_range(storage: Storage, key: str, start: int, stop: int, hasher) -> int:
+    """Hash bytes [start, stop) of the object, in order, read by ranges a few at once; the count."""
+    starts = iter(range(start, stop, RANGE_BYTES))
+    hashed = 0
+    with ThreadPoolExecutor(RANGES_IN_FLIGHT, thread_name_prefix="edcrm-hash") as pool:
+        window = deque(
+            pool.submit(_read_range, storage, key, at, min(at + RANGE_BYTES, stop))
+            for at in islice(starts, RANGES_IN_FLIGHT)
+        )
+        try:
+            while window:
+                data = window.popleft().result()
+                if (at := next(starts, None)) is not None:
+                    window.append(pool.submit(_read_range, storage, key, at, min(at + RANGE_BYTES, stop)))
+                hasher.update(data)
+                hashed += len(data)
+        finally:
+            for future in window:
+                future.cancel()
+    return hashed
+
+
 def _duration(
     storage: Storage, upload: RecordingUpload, kind: audio.AudioType, key: str, size: int
 ) -> float | None:
     """The duration, counted at ingest (raw AMR) or read from the object by ranged reads; a container
     that does not parse deletes the object again (UploadUnusable)."""
     state = upload.audio_state
-    counted = getattr(audio, "examine_counted", None)
     try:
-        if (
-            state
-            and counted is not None
-            and state.get("kind") in ("amr", "amr-wb")
-            and kind
-            in (
-                audio.AMR,
-                audio.AMR_WB,
-            )
-        ):
-            return counted(kind, state, size)
+        if state and audio.counts_at_ingest(kind) and audio.counter_of(state) is not None:
+            return audio.examine_counted(kind, state, size)
         # Buffered: parsers read a few bytes at a time (an AMR frame header is one byte).
         with io.BufferedReader(RangedReader(storage, key, size)) as reader:
             return audio.examine(kind, reader)

@@ -44,6 +44,8 @@ MAX_PARTS = 10_000
 MIN_PART_BYTES = 5 * MIB
 #: Parts being sent at once while the next one fills.
 MAX_IN_FLIGHT = 2
+#: How often the upload's lease is renewed while a part being sent is waited for (s).
+RENEW_WHILE_WAITING_S = 5.0
 
 CHECKSUM_ALGORITHMS = ("sha1", "md5", "sha256", "crc32")
 
@@ -147,7 +149,7 @@ def receive(
     short of it without its stream raising is cut off too (BodyEndedEarly)."""
     verifier = Checksum(checksum[0]) if checksum is not None else None
     result = Received(tail_number=target.parts + 1)
-    with _Parts(storage, target) as parts:
+    with _Parts(storage, target, renew) as parts:
         offset = target.offset
         try:
             while True:
@@ -193,8 +195,8 @@ def receive(
 class _Parts:
     """The parts of one body: the one filling (a spool file) and those being sent."""
 
-    def __init__(self, storage: Storage, target: Target):
-        self.storage, self.target = storage, target
+    def __init__(self, storage: Storage, target: Target, renew: Callable[[], None]):
+        self.storage, self.target, self.renew = storage, target, renew
         self.size = target.part_size
         self.number = target.parts + 1  # the part filling
         self.filled = 0
@@ -288,7 +290,12 @@ class _Parts:
     def _collect(self) -> None:
         future, part, file = self._sending.popleft()
         try:
-            etag = future.result()
+            while True:
+                try:
+                    etag = future.result(timeout=RENEW_WHILE_WAITING_S)
+                    break
+                except TimeoutError:  # a slow storage: the lease must outlive the wait
+                    self.renew()
         finally:
             file.close()
         self._sent.append(Part(part.number, part.size, etag))

@@ -65,10 +65,14 @@ def _advisory_key(upload_id: str) -> int:
 
 
 class Lease:
-    """What hold() yields: `renew()` keeps a SQLite lease alive (and raises UploadLocked if it was lost);
-    on PostgreSQL it does nothing, the advisory lock lasting as long as its connection."""
+    """What hold() yields: `renew()` keeps a SQLite lease alive (and raises UploadLocked if it was lost),
+    `confirm()` checks it is still held, before a commit; on PostgreSQL both do nothing, the advisory
+    lock lasting as long as its connection."""
 
-    def renew(self) -> None:  # pragma: no cover - overridden or a no-op
+    def renew(self) -> None:
+        return None
+
+    def confirm(self) -> None:
         return None
 
 
@@ -109,6 +113,9 @@ class _RowLease(Lease):
         # A write every third of the lease is enough to keep it; more would cost every block a commit.
         if time.monotonic() - self._renewed_at < self.seconds / 3:
             return
+        self.confirm()
+
+    def confirm(self) -> None:
         if not self._write(take=False):
             raise UploadLocked("This upload's lease ran out and another request took it.")
 

@@ -41,7 +41,7 @@ from ..models.recording import MAX_CHUNKS, RecordingUploadPart
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, Storage, get_storage
 from ..storage.base import Readable
-from . import audio, digest, job_rules
+from . import audio, digest, ingest, job_rules
 from .errors import ChecksumMismatch, ChunksMissing, InvalidUpload, QueueUnavailable, TooLarge, WrongState
 
 if TYPE_CHECKING:
@@ -164,8 +164,51 @@ def store_chunk(upload: RecordingUpload, index: int, body: Readable, sha256: str
             raise ChecksumMismatch(
                 f"Chunk {index} does not match its X-Chunk-SHA256: received {chunk.sha256}.", index=index
             )
+        _open_multipart(upload_id, index, chunk.size)
         _keep_chunk(upload_id, index, key, chunk)
         metrics.count_upload("recording_chunk", chunk.size)
+
+
+def _open_multipart(upload_id: str, index: int, size: int) -> None:
+    """Where this chunk is the one that fixes the part size, start the upload's multipart upload and
+    commit its id on its own, first (conditional: the first chunk to do so wins, a loser's is aborted
+    again), so that every id the storage hands out is recorded: DELETE and pruning abort it whatever
+    becomes of the chunk (S3 keeps, and bills, the parts of an upload nobody aborts)."""
+    upload = db.session.execute(
+        sa.select(
+            RecordingUpload.call_log_id,
+            RecordingUpload.expected_chunks,
+            RecordingUpload.part_size,
+            RecordingUpload.multipart_id,
+            RecordingUpload.status,
+        ).where(RecordingUpload.id == upload_id)
+    ).one_or_none()
+    db.session.commit()
+    if upload is None or upload.multipart_id is not None or upload.status is not UploadStatus.RECEIVING:
+        return
+    part_size = _part_size_for(upload, index, size)
+    if part_size is None:
+        return
+    storage, key = get_storage(), f"recordings/{upload.call_log_id}/{upload_id}"
+    multipart_id = storage.start_multipart(key, part_size=part_size)
+    try:
+        opened: sa.CursorResult = db.session.execute(  # type: ignore[assignment]  # an UPDATE: a CursorResult
+            sa.update(RecordingUpload)
+            .where(
+                RecordingUpload.id == upload_id,
+                RecordingUpload.status == UploadStatus.RECEIVING,
+                RecordingUpload.multipart_id.is_(None),
+            )
+            .values(multipart_id=multipart_id, object_key=key, part_size=part_size)
+            .execution_options(synchronize_session=False)
+        )
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        _abort_quietly(storage, key, multipart_id)
+        raise
+    if opened.rowcount != 1:  # another chunk opened one first, or the upload is over
+        _abort_quietly(storage, key, multipart_id)
 
 
 def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
@@ -219,7 +262,7 @@ def _keep_chunk(upload_id: str, index: int, key: str, chunk: _Verified) -> None:
         if part_size is not None:
             object_key = upload.object_key or f"recordings/{upload.call_log_id}/{upload_id}"
             multipart_id = upload.multipart_id
-            if multipart_id is None:
+            if multipart_id is None:  # not opened first (_open_multipart): opened with the chunk
                 multipart_id = storage.start_multipart(object_key, part_size=part_size)
                 started = (object_key, multipart_id)
                 values.update(multipart_id=multipart_id, object_key=object_key, part_size=part_size)
@@ -436,10 +479,9 @@ def remove_received(upload: RecordingUpload) -> None:
 
 
 def tail_key(upload: RecordingUpload) -> str:
-    """Where a tus upload's tail is staged (as edcrm.recordings.ingest names it: the start of the next
-    part's number)."""
+    """Where a tus upload's tail is staged: as the start of the next part (edcrm.recordings.ingest)."""
     number = (upload.offset - upload.tail_size) // (upload.part_size or 1) + 1
-    return f"{upload.prefix}tail-{number:05d}"
+    return ingest.tail_key(upload.prefix, number)
 
 
 def start_single_upload(telecaller: User, call_log: CallLog, fileobj: Readable, filename: str | None) -> str:

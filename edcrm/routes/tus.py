@@ -26,7 +26,13 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from flask import Blueprint, Response, current_app, g, request, url_for
-from werkzeug.exceptions import ClientDisconnected, Forbidden, NotFound, RequestEntityTooLarge
+from werkzeug.exceptions import (
+    ClientDisconnected,
+    Forbidden,
+    MethodNotAllowed,
+    NotFound,
+    RequestEntityTooLarge,
+)
 from werkzeug.http import http_date
 
 from ..auth import api_auth
@@ -195,8 +201,9 @@ def _tus_headers(response: Response) -> Response:
         response.headers["Location"] = g.tus_location
     if response.status_code == 204:
         response.headers.pop("Content-Type", None)  # no content, so no type either
-    if effective_method() == "HEAD":
-        response.set_data(b"")  # HEAD has no body, also as a POST standing for one
+    if effective_method() == "HEAD" and response.status_code < 400:
+        # A HEAD's answer is its headers (werkzeug sends no body to a HEAD): no type to name. Its
+        # refusals keep the JSON's type and length, as a GET would answer them.
         response.headers.pop("Content-Type", None)
     return response
 
@@ -204,7 +211,7 @@ def _tus_headers(response: Response) -> Response:
 @bp.after_app_request
 def add_tus_headers(response: Response) -> Response:
     """Every answer under the tus path says its version, whatever answered it (a 404 of the router, a
-    503), and a HEAD's has no body."""
+    503)."""
     if request.path == PREFIX or request.path.startswith(PREFIX + "/"):
         return _tus_headers(response)
     return response
@@ -338,6 +345,8 @@ def options_upload(upload_id: str):
 )
 def create_upload():
     """Create a tus upload (creation, creation-with-upload, creation-defer-length, concatenation)"""
+    if effective_method() != "POST":  # an override is for an upload's URL
+        raise MethodNotAllowed(["OPTIONS", "POST"], "X-HTTP-Method-Override is for an upload's URL.")
     return _create()
 
 

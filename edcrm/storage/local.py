@@ -239,6 +239,7 @@ class LocalStorage(Storage):
             meta = {"key": key, "part_size": part_size, "content_type": content_type}
             (staging / "meta.json").write_text(json.dumps(meta))
             os.rename(staging, parent / multipart_id)
+            _fsync_folder(parent)  # the id handed out names an upload that survives a crash
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)
             raise

@@ -477,6 +477,7 @@ class S3Storage(Storage):
     ) -> str:
         object_key, source = self.object_key(key), self.object_key(source_key)
         validate_range(start, stop)
+        validate_part(number, 0, part_size)  # before any request; the length once the size is known
         size = self.size(source_key)  # ObjectNotFound, and the range checked here as on every backend
         stop = size if stop is None else stop
         if stop > size or start >= stop:
@@ -556,7 +557,8 @@ class S3Storage(Storage):
                 Bucket=self.bucket, Key=self.object_key(key), UploadId=multipart_id
             )
         except ClientError as error:
-            if error_code(error) != "NoSuchUpload":
+            # Ceph RGW may answer NoSuchKey where the upload's meta object is gone.
+            if error_code(error) not in ("NoSuchUpload", "NoSuchKey"):
                 raise
 
     # -- ranges and copies -------------------------------------------------------------------------

@@ -15,7 +15,8 @@
 // --checksum sends Upload-Checksum on every PATCH, computed over the bytes of the file that PATCH carries
 // (tus-js-client has no checksum option: this is done in onBeforeRequest; not with --parallel).
 //
-// Output: {"ok", "url", "bytes", "size", "resumed_from", "terminated", "requests": [...], "timings": {...}}
+// Output: {"ok", "url", "bytes", "size", "resumed_from", "head_offsets", "terminated", "requests": [...],
+// "timings": {...}}
 // timings are milliseconds from the start: created (upload URL known), first_patch, last_response (the
 // answer to the PATCH that carried the last byte), done; started_at is the epoch in milliseconds.
 // On failure: {"ok": false, "error", "status", "body"} and exit status 1.
@@ -262,8 +263,11 @@ async function main() {
       result.resumed_with = 'uploadUrl'
     }
     if (!outcome.done) await run(upload)
-    const head = requests.find((entry, index) => entry.method === 'HEAD' && index > 0)
-    result.resumed_from = head?.offset ?? null
+    // The offset the resume went on from: the last HEAD's (the first ones may come while the server
+    // still holds the cut PATCH's lock and has not committed what it received).
+    const heads = requests.filter((entry) => entry.method === 'HEAD')
+    result.head_offsets = heads.map((entry) => entry.offset)
+    result.resumed_from = heads.length > 0 ? heads[heads.length - 1].offset : null
     result.url = upload.url
     result.first_url = firstUrl
   } else {

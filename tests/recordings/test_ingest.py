@@ -4,16 +4,19 @@ counted across requests."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import itertools
+import os
 import threading
 import time
+import tracemalloc
 
 import pytest
 
 from edcrm.models.recording import ConcatRole
-from edcrm.recordings import audio, ingest, tus
-from edcrm.recordings.errors import TooLarge
+from edcrm.recordings import audio, ingest, tus, upload_lock
+from edcrm.recordings.errors import TooLarge, UploadLocked
 from edcrm.recordings.tus import session
 from edcrm.storage import get_storage
 from tests.recordings import test_tus_append
@@ -176,3 +179,88 @@ def test_partial_uploads_are_not_examined_nor_counted(app, telecaller):
     upload = reload(upload)
     assert upload.audio_state is None and upload.head == piece[:64]
     assert tus.state(upload).finished
+
+
+class GeneratedBody:
+    """`size` bytes of a WAV header and random samples, made as they are read (never whole in memory),
+    hashed as they go."""
+
+    def __init__(self, size: int):
+        self._header = random_wav(44 + 2)[:44]
+        self._left, self.sha256 = size, hashlib.sha256()
+
+    def read(self, size: int = -1) -> bytes:
+        size = min(self._left, ingest.BLOCK_SIZE if size < 0 else size)
+        block = (self._header + os.urandom(size))[:size] if self._header else os.urandom(size)
+        self._header = b""
+        self._left -= len(block)
+        self.sha256.update(block)
+        return block
+
+
+def test_a_long_patch_holds_a_few_blocks_in_memory_not_its_parts(app, branch, telecaller):
+    app.config.update(TUS_PART_BYTES=PART)
+    size = 6 * PART + 1000
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=size, metadata={})
+    body = GeneratedBody(size)
+
+    tracemalloc.start()
+    try:
+        state = tus.append(upload, offset=0, body=body, content_length=size)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+
+    assert state.finished
+    assert peak < 8 * MIB, f"a PATCH of {size / MIB:.0f} MiB held {peak / MIB:.1f} MiB at its peak"
+    assert hashlib.sha256(assembled(upload)).hexdigest() == body.sha256.hexdigest()
+
+
+def test_a_patch_waiting_on_a_slow_storage_keeps_its_lease(app, branch, telecaller, monkeypatch):
+    """SQLite: the lease is renewed while the parts in flight are waited for, not only as bytes come."""
+    app.config.update(TUS_PART_BYTES=PART, UPLOAD_LEASE_S=0.3)
+    monkeypatch.setattr(ingest, "RENEW_WHILE_WAITING_S", 0.05)
+    slow = Watched(get_storage(), delay=1.0)
+    monkeypatch.setattr(session, "get_storage", lambda: slow)
+    data = random_wav(2 * PART + 100)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    outcome: list[object] = []
+
+    def patch() -> None:
+        with app.app_context():
+            outcome.append(tus.append(reload(upload), offset=0, body=io.BytesIO(data)))
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    time.sleep(0.7)  # the body is in; its parts are still being sent, for longer than the lease
+    with pytest.raises(UploadLocked):
+        tus.append(upload, offset=0, body=io.BytesIO(data))
+    thread.join(30)
+    assert isinstance(outcome[0], tus.TusState) and outcome[0].finished
+
+
+def test_a_writer_whose_lease_was_taken_commits_nothing(app, branch, telecaller, monkeypatch):
+    """SQLite: a PATCH stalled past its lease (here: waiting on storage, never renewing) while another
+    request took the upload finds out before it commits, and keeps nothing."""
+    app.config.update(TUS_PART_BYTES=PART, UPLOAD_LEASE_S=0.3)
+    monkeypatch.setattr(ingest, "RENEW_WHILE_WAITING_S", 60)
+    slow = Watched(get_storage(), delay=1.0)
+    monkeypatch.setattr(session, "get_storage", lambda: slow)
+    data = random_wav(PART + 100)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    outcome: list[BaseException] = []
+
+    def patch() -> None:
+        with app.app_context():
+            try:
+                tus.append(reload(upload), offset=0, body=io.BytesIO(data))
+            except BaseException as error:
+                outcome.append(error)
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    time.sleep(0.6)
+    with upload_lock.hold(upload.id):  # the lease ran out: another request has the upload now
+        thread.join(30)
+    assert isinstance(outcome[0], UploadLocked)
+    assert reload(upload).offset == 0

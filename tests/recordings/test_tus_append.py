@@ -503,3 +503,31 @@ def test_a_patch_to_an_upload_whose_parts_were_pruned_is_told_it_expired(backend
     with pytest.raises(UploadExpired):
         send(upload, data[PART + 10 :], PART + 10)
     assert reload(upload).offset == PART + 10
+
+
+def test_a_tail_that_could_not_be_promoted_is_promoted_by_the_next_head(
+    app, telecaller, call_log, monkeypatch
+):
+    """The late Upload-Length is committed, then the storage fails the tail's copy: the PATCH answers
+    the outage, and the HEAD the client sends before it tries again finishes the upload."""
+    app.config.update(TUS_PART_BYTES=PART)
+    data = random_wav(PART + 1000)
+    upload = new_upload(telecaller, call_log, None)
+    send(upload, data, 0)
+    storage = get_storage()
+    real_copy_part = type(storage).copy_part
+
+    def failing(self, *args, **kwargs):
+        raise StorageUnavailable("the storage is down")
+
+    monkeypatch.setattr(type(storage), "copy_part", failing)
+    with pytest.raises(StorageUnavailable):
+        tus.append(upload, offset=len(data), body=io.BytesIO(b""), length=len(data))
+    upload = reload(upload)
+    assert (upload.total_size, upload.tail_size, upload.status) == (len(data), 1000, UploadStatus.RECEIVING)
+
+    monkeypatch.setattr(type(storage), "copy_part", real_copy_part)
+    assert tus.state(upload).finished
+    upload = reload(upload)
+    assert upload.status is UploadStatus.PROCESSING and upload.tail_size == 0
+    assert assembled(upload) == data

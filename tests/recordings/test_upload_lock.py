@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 import sqlalchemy as sa
+from werkzeug.exceptions import ClientDisconnected
 
 from edcrm import create_app
 from edcrm.extensions import db
@@ -214,3 +215,65 @@ def test_the_advisory_lock_is_held_by_its_connection_and_leaves_with_it(pg_app, 
             pass
     finally:
         other.dispose()
+
+
+class CutWhenTold:
+    """A body that sends `data`, then waits for `cut`, then fails as a connection the server finds
+    broken only a moment later."""
+
+    def __init__(self, data: bytes, cut: threading.Event):
+        self._stream, self._cut = io.BytesIO(data), cut
+        self.started = threading.Event()
+
+    def read(self, size: int = -1) -> bytes:
+        block = self._stream.read(size)
+        if block:
+            return block
+        self.started.set()
+        assert self._cut.wait(30)
+        time.sleep(0.3)
+        raise ClientDisconnected()
+
+
+def test_a_head_right_after_a_cut_answers_what_the_cut_patch_kept(app, branch, telecaller):
+    """A client resumes at once; the server notices its PATCH was cut a moment later and commits what
+    arrived: the HEAD waits for that, and resumes from there instead of sending it all again."""
+    data = wav(2.0)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    cut = threading.Event()
+    body = CutWhenTold(data[:20_000], cut)
+
+    def patch() -> None:
+        with app.app_context(), pytest.raises(ClientDisconnected):
+            tus.append(db.session.get_one(RecordingUpload, upload.id), offset=0, body=body)
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    assert body.started.wait(30)
+    cut.set()
+    assert tus.state(upload).offset == 20_000
+    thread.join(30)
+
+
+def test_a_head_waits_for_a_live_patch_only_so_long(app, branch, telecaller):
+    app.config["TUS_HEAD_WAIT_S"] = 0.2
+    data = wav(0.5)
+    upload = tus.create(telecaller, make_call_log(branch, telecaller), length=len(data), metadata={})
+    gate = threading.Event()
+    body = GatedBody(data, gate)
+
+    def patch() -> None:
+        with app.app_context():
+            tus.append(db.session.get_one(RecordingUpload, upload.id), offset=0, body=body)
+
+    thread = threading.Thread(target=patch)
+    thread.start()
+    try:
+        assert body.started.wait(30)
+        started = time.monotonic()
+        assert tus.state(upload).offset == 0  # the committed offset: the PATCH is still arriving
+        assert 0.2 <= time.monotonic() - started < 5
+    finally:
+        gate.set()
+        thread.join(30)
+    assert tus.state(upload).finished

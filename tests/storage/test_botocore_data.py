@@ -108,3 +108,29 @@ def test_made_by_the_install_step_in_the_environment(tmp_path, monkeypatch):
     assert "made in" in made.stdout and os.path.isdir(botocore_data.data_folder())
     again = subprocess.run(run, capture_output=True, text=True, check=True)
     assert "is in" in again.stdout
+
+
+#: The operations S3Storage calls, with the members it sends that are not required.
+USED = {
+    "CreateMultipartUpload": {"ContentType"},
+    "UploadPart": {"ContentLength"},
+    "UploadPartCopy": {"CopySourceRange"},
+    "CompleteMultipartUpload": {"MultipartUpload"},
+    "AbortMultipartUpload": set(),
+    "ListParts": {"MaxParts"},
+    "GetObject": {"Range", "ResponseContentType", "ResponseContentDisposition"},
+    "HeadObject": set(),
+    "CopyObject": set(),
+    "PutObject": set(),
+    "DeleteObject": set(),
+    "DeleteObjects": set(),
+    "HeadBucket": set(),
+}
+
+
+def test_the_slimmed_model_has_every_operation_the_storage_calls(slim_folder):
+    slim, _ = clients("us-east-1")
+    model = slim.meta.service_model
+    for name, members in USED.items():
+        operation = model.operation_model(name)  # OperationNotFoundError if the slimming dropped it
+        assert members <= set(operation.input_shape.members), name

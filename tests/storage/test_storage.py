@@ -40,6 +40,8 @@ BAD_KEYS = [
     "a\x00b",
     "a\nb",
     "x" * 1025,
+    ".multipart",  # where the local backend keeps its multipart uploads in progress
+    ".multipart/0123456789abcdef0123456789abcdef/data",
 ]
 
 

@@ -4,11 +4,13 @@ rely on it."""
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import io
 import os
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -239,6 +241,14 @@ def test_abort_leaves_nothing_and_may_be_repeated(storage, source, data):
         assert [p for p in storage.root.rglob("*") if p.is_file()] == []
 
 
+def test_abort_after_complete_keeps_the_object(storage, source, data):
+    upload = storage.start_multipart("k", part_size=P)
+    storage.complete_multipart("k", upload, [(1, put(storage, "k", upload, 1, source, data))])
+    storage.abort_multipart("k", upload)  # e.g. the pruner, late: nothing to abort
+    assert read(storage, "k") == data[:P]
+    assert storage.complete_multipart("k", upload, [(1, "any")]) == P  # completed, whatever it is told
+
+
 def test_parts_are_checked(storage, source):
     upload = storage.start_multipart("k", part_size=P)
     for number, offset, length, part_size in [
@@ -273,6 +283,19 @@ def test_open_range(storage):
     for start, stop in [(-1, None), (5, 4)]:
         with pytest.raises(ValueError):
             storage.open_range("k", start, stop)
+
+
+def test_an_empty_object(storage, source):
+    storage.save("empty", io.BytesIO(b""))
+    assert read_range(storage, "empty", 0) == b""
+    assert read_range(storage, "empty", 0, 10) == b""
+    with RangedReader(storage, "empty", 0) as reader:
+        assert reader.read() == b""
+    # A recording of no bytes: one empty part.
+    upload = storage.start_multipart("k", part_size=P)
+    etag = storage.put_part("k", upload, 1, source, 0, 0, part_size=P)
+    assert storage.complete_multipart("k", upload, [(1, etag)]) == 0
+    assert read(storage, "k") == b""
 
 
 def test_copy(storage):
@@ -329,6 +352,14 @@ def test_a_ranged_reader_reads_like_a_file(storage):
     reader.close()
     with pytest.raises(ValueError):
         reader.read(1)
+
+
+def test_a_ranged_reader_over_an_object_shorter_than_told(storage):
+    storage.save("k", io.BytesIO(b"0123456789"))
+    with RangedReader(storage, "k", 20, block_size=4) as reader:
+        assert reader.read() == b"0123456789"  # ends where the bytes do, without looping
+        reader.seek(8)
+        assert reader.read(5) == b"89"
 
 
 def test_a_ranged_reader_keeps_a_few_blocks(storage):
@@ -392,6 +423,7 @@ def test_s3_outages_are_storage_unavailable(s3_server, source, data):
         "abort_multipart": lambda: storage.abort_multipart("k", upload),
         "open_range": lambda: storage.open_range("kept", 1, 3),
         "copy": lambda: storage.copy("kept", "copied"),
+        "RangedReader": lambda: RangedReader(storage, "kept", 4).read(),
     }
     raised = {}
     with s3_server.stopped():
@@ -496,3 +528,19 @@ def test_local_upload_is_one_sparse_file_renamed_into_place(tmp_path, source, da
     storage.abort_multipart("recordings/3/u", "../../etc")
     with pytest.raises(NoSuchMultipart):
         storage.put_part("recordings/3/u", "../../etc", 1, source, 0, 1, part_size=P)
+
+
+def test_local_complete_waits_for_a_part_in_flight(tmp_path, source, data):
+    storage = LocalStorage(tmp_path / "storage")
+    upload = storage.start_multipart("k", part_size=P)
+    parts = [(1, put(storage, "k", upload, 1, source, data))]
+    # A part being written (by another process of the host) holds a shared lock on the upload's file.
+    writer = os.open(storage.root / ".multipart" / upload / "data", os.O_RDWR)
+    fcntl.flock(writer, fcntl.LOCK_SH)
+    completing = threading.Thread(target=storage.complete_multipart, args=("k", upload, parts))
+    completing.start()
+    completing.join(0.3)
+    assert completing.is_alive() and not storage.exists("k")  # it waits for the part
+    os.close(writer)  # the part is written
+    completing.join(5)
+    assert read(storage, "k") == data[:P]

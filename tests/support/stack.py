@@ -6,6 +6,7 @@ test's process: the web and the worker reach it only by HTTP) or Ceph RGW (tests
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import subprocess
@@ -57,11 +58,12 @@ class Stack:
         return (session or self.http).request(method, f"{self.base}{path}", timeout=60, **kwargs)
 
     def new_call_log(self) -> int:
-        """Another call log of the telecaller's (one recording each): its id."""
-        argv = [sys.executable, "-c", MAKE_CALL_LOG, str(self.telecaller_ids[0])]
-        env = service_env(DATABASE_URL=self.database_url, SECRET_KEY="x")
-        made = subprocess.run(argv, env=env, cwd=REPO, capture_output=True, text=True, check=True)
-        return int(made.stdout.strip())
+        """Another call log of the telecaller's, on the lead of the first (one recording each): its id."""
+        lead_id = self.api(f"/api/call-logs/{self.call_log_id}").json()["lead_id"]
+        body = {"lead_id": lead_id, "outcome": "connected", "duration_seconds": 60}
+        made = self.api("/api/call-logs", "post", json=body)
+        assert made.status_code == 201, made.text
+        return made.json()["id"]
 
 
 def _session(token: str) -> requests.Session:
@@ -94,10 +96,12 @@ def running_stack(
                 S3_ENDPOINT_URL=s3.endpoint_url,
                 EDCRM_INSTANCE_PATH=tmp_path / "instance",
                 SECRET_KEY="x",
-                WEB_CONCURRENCY=1,
+                WEB_CONCURRENCY="1",
                 # Long enough to see the job waiting for its retry while S3 is down.
                 JOB_MIN_BACKOFF_MS="3000",
                 JOB_MAX_BACKOFF_MS="3000",
+                # The worker's Prometheus port (9191 by default) is another stack's or test run's, too.
+                dramatiq_prom_port=str(free_port()),
                 **s3.aws_env,
                 **(settings or {}),
             )
@@ -131,7 +135,7 @@ def running_stack(
                     )
                     for web, base in zip(services, bases, strict=True):
                         wait_for(
-                            lambda base=base: http_get(f"{base}/healthz"),
+                            functools.partial(http_get, f"{base}/healthz"),
                             timeout=60,
                             what=web.name,
                             watch=web,

@@ -22,7 +22,7 @@ from ...models import CallLog, RecordingUpload, UploadKind, UploadStatus, User
 from ...models.recording import ConcatRole, RecordingUploadPart
 from ...storage import BLOCK_SIZE, Storage, get_storage
 from ...storage.base import copy_stream
-from .. import audio, job_rules
+from .. import audio, job_rules, upload_lock
 from ..errors import ConcatInvalid, InvalidUpload, NotARecording, TooLarge
 from ..uploads import _enqueue
 from . import session
@@ -76,7 +76,10 @@ def create_final(
     except audio.NotAudio as error:
         raise NotARecording(f"The upload is not a recording: {error}.", reason=str(error)) from None
     for partial in partials:
-        session.finish(partial)  # promoted and completed (a no-op where done)
+        # Promoted and completed (a no-op where done), under its lock: its last PATCH may be finishing it.
+        with upload_lock.hold(partial.id):
+            db.session.refresh(partial)
+            session.finish(partial)
     first = partials[0]
     upload = session.new_upload(user, call_log, metadata=metadata, length=total, concat=ConcatRole.FINAL)
     upload.concat_parts = [partial.id for partial in partials]

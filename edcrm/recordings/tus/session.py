@@ -4,8 +4,9 @@ the multipart upload that builds its final object (see edcrm.recordings.ingest f
 The database is the truth: an upload's offset is its committed parts' sizes plus its staged tail's,
 recorded in one transaction once a PATCH's body checked out, never what the storage lists. A PATCH
 holds the upload's lock (edcrm.recordings.upload_lock) from before it reads the offset to after it
-committed, so two requests never interleave bytes, on any number of hosts; nothing else waits on it
-(HEAD reads the committed offset) and no database transaction stays open while a body arrives.
+committed, so two requests never interleave bytes, on any number of hosts (a second PATCH is refused at
+once; HEAD waits a moment for the one in flight, see `state`), and no database transaction stays open
+while a body arrives.
 
 The whole-file SHA-256 (edcrm.recordings.digest), the first bytes (the type is read from them) and
 what raw AMR needs counted for its duration advance with the bytes and are committed with them. When
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -50,6 +52,9 @@ log = logging.getLogger(__name__)
 CHECKSUM_ALGORITHMS = ingest.CHECKSUM_ALGORITHMS
 DEFAULT_PART_BYTES = 8 * ingest.MIB
 DEFAULT_TTL_HOURS = 24
+#: How long a HEAD waits for a PATCH in flight to end (s), and how often it looks.
+DEFAULT_HEAD_WAIT_S = 5.0
+HEAD_POLL_S = 0.05
 
 
 @dataclass(frozen=True)
@@ -195,21 +200,45 @@ def _require_tus(upload: RecordingUpload) -> None:
 
 
 def state(upload: RecordingUpload) -> TusState:
-    """The upload as HEAD tells it (its committed offset; no lock taken). UploadExpired when it expired
-    or was terminated. An upload whose last bytes were committed but whose job could not be enqueued
-    then (the broker or the storage down) is enqueued now, unless a PATCH holds it."""
+    """The upload as HEAD tells it: its committed offset. UploadExpired when it expired or was
+    terminated.
+
+    A client resumes with a HEAD as soon as its connection broke, often before the server noticed the
+    PATCH it cut: that PATCH still holds the upload, and commits what it received once its read fails.
+    So while a PATCH holds the upload, HEAD waits for it (up to TUS_HEAD_WAIT_S, never holding the lock
+    itself for longer than a look) and answers what it kept, not the offset from before it. An upload
+    whose last bytes were committed but whose job could not be sent then (the broker or the storage
+    down) is finished now."""
     _require_tus(upload)
     gone = _gone(upload)
     if gone is not None:
         raise gone
-    if upload.status is UploadStatus.RECEIVING and _finished(upload) and upload.concat is None:
+    if upload.status is UploadStatus.RECEIVING:
+        _settle(upload)
+        gone = _gone(upload)
+        if gone is not None:
+            raise gone
+    return _state_of(upload)
+
+
+def _settle(upload: RecordingUpload) -> None:
+    """Wait for a PATCH in flight to end (see state), then finish the upload if it reached its length."""
+    wait = float(current_app.config.get("TUS_HEAD_WAIT_S", DEFAULT_HEAD_WAIT_S))
+    deadline = time.monotonic() + wait
+    db.session.commit()  # what the PATCH commits is read by a new transaction (SQLite: a new snapshot)
+    while True:
         try:
             with upload_lock.hold(upload.id), _rolled_back_on_error():
                 db.session.refresh(upload)
-                finish(upload)
+                if upload.concat is None:
+                    finish(upload)
+                return
         except UploadLocked:
-            pass  # the request holding it finishes it
-    return _state_of(upload)
+            if time.monotonic() >= deadline:
+                break  # a live PATCH (or one whose client left without a word): its committed offset
+            time.sleep(HEAD_POLL_S)
+    db.session.commit()
+    db.session.refresh(upload)
 
 
 def _state_of(upload: RecordingUpload) -> TusState:
@@ -334,6 +363,7 @@ def append(
             raise
         except (NoSuchMultipart, ObjectNotFound):
             raise _stored_bytes_gone() from None
+        lease.confirm()  # a writer whose lease ran out (SQLite) commits nothing
         _commit(upload, offset, received, progress, new_length)
         if _finished(upload):
             try:

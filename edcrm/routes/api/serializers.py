@@ -86,7 +86,7 @@ def upload_progress_json(upload: RecordingUpload) -> dict[str, Any]:
 def upload_json(upload: RecordingUpload) -> dict[str, Any]:
     received: list[int]
     missing: list[int]
-    if upload.kind is UploadKind.SINGLE:
+    if upload.kind in (UploadKind.SINGLE, UploadKind.TUS):  # no chunks: tus has its offset
         received, missing = [], []
     elif upload.status is UploadStatus.COMPLETED:  # every chunk arrived; their rows went with them
         received, missing = list(range(upload.expected_chunks)), []

@@ -107,3 +107,64 @@ def test_a_tus_upload_reports_its_offset_and_length(client, auth, telecaller, ca
         offset,
         length,
     )
+
+
+def test_an_8_mib_chunk_while_s3_is_down_is_503_and_kept_once_sent_again(
+    app, client, auth, call_log, s3_server, stub_broker, stub_worker
+):
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    audio = wav(1.0) + random.Random(2).randbytes(8 * MIB + 1000 - len(wav(1.0)))
+    chunks = [audio[: 8 * MIB], audio[8 * MIB :]]
+    body = {"call_log_id": call_log.id, "filename": "c.wav", "expected_chunks": 2}
+    upload_id = client.post("/api/recordings/uploads", json=body, headers=auth).json["upload_id"]
+    url = f"/api/recordings/uploads/{upload_id}/chunks"
+
+    with s3_server.stopped():
+        down = client.put(f"{url}/0", data=chunks[0], headers=auth)
+        assert down.status_code == 503 and down.json["error"]["code"] == "storage_unavailable"
+    status = client.get(f"/api/recordings/uploads/{upload_id}", headers=auth).json
+    assert status["received"] == []
+    assert db.session.get(RecordingUpload, upload_id).multipart_id is None  # nothing half-started
+
+    for index in (0, 1):
+        assert client.put(f"{url}/{index}", data=chunks[index], headers=auth).status_code == 200
+    client.post(f"/api/recordings/uploads/{upload_id}/complete", headers=auth)
+    run_jobs(stub_broker, stub_worker, "recordings")
+    recording = client.get(f"/api/call-logs/{call_log.id}", headers=auth).json["recording"]
+    assert recording["sha256"] == hashlib.sha256(audio).hexdigest()
+    listed = s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+    assert listed == []
+
+
+def test_a_multipart_upload_started_before_an_outage_is_recorded_and_aborted_by_delete(
+    app, client, auth, call_log, s3_server, monkeypatch
+):
+    """S3 goes down after the multipart upload is started, as the chunk's part is sent: 503, and the
+    started upload is the upload's, so DELETE aborts it (S3 would keep its parts, and bill them)."""
+    bucket = s3_server.create_bucket()
+    app.config.update(STORAGE_URL=f"s3://{bucket}/edcrm", S3_ENDPOINT_URL=s3_server.endpoint_url)
+    app.extensions.pop("edcrm.storage", None)
+    from edcrm.storage import get_storage
+
+    storage = get_storage()
+    real_put_part = storage.put_part
+
+    def put_part_in_an_outage(*args, **kwargs):
+        s3_server.stop()  # and down until the answer is in: an abort now fails too
+        return real_put_part(*args, **kwargs)
+
+    monkeypatch.setattr(storage, "put_part", put_part_in_an_outage)
+    body = {"call_log_id": call_log.id, "filename": "c.wav", "expected_chunks": 2}
+    upload_id = client.post("/api/recordings/uploads", json=body, headers=auth).json["upload_id"]
+    data = wav(1.0) + bytes(8 * MIB - len(wav(1.0)))
+    try:
+        down = client.put(f"/api/recordings/uploads/{upload_id}/chunks/0", data=data, headers=auth)
+    finally:
+        s3_server.start()
+    assert down.status_code == 503
+    assert len(s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", [])) == 1
+
+    assert client.delete(f"/api/recordings/uploads/{upload_id}", headers=auth).status_code == 204
+    assert s3_server.client().list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []

@@ -427,3 +427,14 @@ def test_a_post_to_an_upload_without_an_override_is_400(tus, call_log):
     url = tus.new(call_log.id, 10)
     assert tus.client.post(url, headers=tus.headers(None)).status_code == 400
     assert tus.client.post(url, headers=tus.headers({"X-HTTP-Method-Override": "GET"})).status_code == 400
+
+
+def test_an_override_on_the_creation_url_is_405(tus, call_log):
+    headers = {
+        "X-HTTP-Method-Override": "PATCH",
+        "Upload-Length": "10",
+        "Upload-Metadata": metadata(call_log_id=call_log.id),
+    }
+    response = tus.client.post(BASE, headers=tus.headers(headers))
+    assert response.status_code == 405
+    assert db.session.query(RecordingUpload).count() == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import zlib
 
 import pytest
@@ -241,3 +242,64 @@ def test_a_wrong_sha256_in_the_metadata_fails_the_upload_with_the_reason(
     assert "checksum" in status["error"]
     upload = db.session.get(RecordingUpload, upload_id(url))
     assert upload is not None and upload.status is UploadStatus.FAILED
+
+
+# -- bodies as they come: chunked, cut off -----------------------------------------------------------------
+
+
+def chunked_patch(tus, url: str, offset: int, data: bytes, headers=None):
+    """A PATCH whose body has no Content-Length (Transfer-Encoding: chunked)."""
+    sent = {
+        **tus.headers(headers),
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+        "Transfer-Encoding": "chunked",
+    }
+    # As gunicorn hands it over: no length, and a stream that ends where the body ends.
+    framing = {"CONTENT_LENGTH": "", "wsgi.input_terminated": True}
+    return tus.client.patch(url, headers=sent, input_stream=io.BytesIO(data), environ_overrides=framing)
+
+
+def test_a_chunked_patch_is_taken_and_one_past_the_limit_is_413(app, tus, call_log):
+    data = wav(0.5)
+    url = tus.new(call_log.id, None)
+    response = chunked_patch(tus, url, 0, data[:3000])
+    assert response.status_code == 204, response.get_data(as_text=True)
+    assert response.headers["Upload-Offset"] == "3000"
+
+    app.config["MAX_RECORDING_BYTES"] = 5000
+    refused = chunked_patch(tus, url, 3000, data[3000:6000])
+    assert refused.status_code == 413
+    assert refused.json["error"]["code"] == "too_large"
+    assert tus.head(url).headers["Upload-Offset"] == "3000"
+
+
+def cut_patch(tus, url: str, offset: int, data: bytes, announced: int, headers=None):
+    """A PATCH announcing `announced` bytes whose client goes away after `data`."""
+    sent = {
+        **tus.headers(headers),
+        "Upload-Offset": str(offset),
+        "Content-Type": "application/offset+octet-stream",
+    }
+    framing = {"CONTENT_LENGTH": str(announced), "wsgi.input_terminated": True}
+    return tus.client.patch(url, headers=sent, input_stream=io.BytesIO(data), environ_overrides=framing)
+
+
+def test_a_patch_cut_off_keeps_what_arrived_so_the_client_resumes_from_there(tus, call_log):
+    data = wav(0.5)
+    url = tus.new(call_log.id, len(data))
+    response = cut_patch(tus, url, 0, data[:2500], announced=len(data))
+    assert response.status_code == 400
+    assert response.json["error"]["code"] == "incomplete_body"
+    offset = int(tus.head(url).headers["Upload-Offset"])
+    assert offset == 2500
+    assert tus.patch(url, offset, data[offset:]).status_code == 204
+
+
+def test_a_patch_cut_off_with_a_checksum_keeps_nothing(tus, call_log):
+    data = wav(0.5)
+    url = tus.new(call_log.id, len(data))
+    headers = {"Upload-Checksum": checksum("sha1", data)}
+    response = cut_patch(tus, url, 0, data[:2500], announced=len(data), headers=headers)
+    assert response.status_code == 400
+    assert tus.head(url).headers["Upload-Offset"] == "0"

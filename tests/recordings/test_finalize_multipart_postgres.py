@@ -1,0 +1,136 @@
+"""8 MiB chunks sent at once on PostgreSQL (its row lock is what serializes them): one multipart upload,
+every chunk a part of it, the SHA-256 advanced in order, and finalize completes it into the recording."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import threading
+import uuid
+import wave
+
+import dramatiq
+import pytest
+import sqlalchemy as sa
+
+from edcrm import create_app
+from edcrm.extensions import db
+from edcrm.jobs import broker_of, records
+from edcrm.models import Branch, CallLog, RecordingChunk, RecordingUpload, Role, UploadStatus
+from edcrm.recordings import uploads
+from edcrm.storage import get_storage
+from tests.support.jobs import JOB_BACKOFFS, run_jobs, stop_worker
+from tests.support.people import make_user
+from tests.support.recordings import make_call_log
+
+MIB = 1024 * 1024
+PART = 8 * MIB
+
+
+@pytest.fixture
+def pg_app(postgres_url, tmp_path):
+    """The app on a PostgreSQL database of its own (made from the models, dropped afterwards)."""
+    url = sa.engine.make_url(postgres_url)
+    name = f"{url.database}_chunks_{uuid.uuid4().hex[:6]}"
+    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    app = create_app(
+        {
+            "TESTING": True,
+            "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
+            **JOB_BACKOFFS,
+            "SECRET_KEY": "test-secret",
+            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
+            "STORAGE_URL": (tmp_path / "storage").as_uri(),
+        }
+    )
+    with app.app_context():
+        db.create_all()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+    records.dispose_engine(app)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture
+def pg_worker(pg_app, monkeypatch):
+    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
+    broker = broker_of(pg_app)
+    worker = dramatiq.Worker(broker, worker_timeout=50)
+    worker.start()
+    yield broker, worker
+    stop_worker(broker, worker)
+
+
+def noisy_wav(size: int) -> bytes:
+    buffer = io.BytesIO()
+    with wave.open(buffer, "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(8000)
+        out.writeframes(random.Random(size).randbytes((size - 44) // 2 * 2))
+    return buffer.getvalue()
+
+
+def test_chunks_sent_at_once_share_one_multipart_upload(pg_app, pg_worker):
+    branch = Branch(name="Kochi")
+    db.session.add(branch)
+    db.session.commit()
+    telecaller = make_user(branch, Role.TELECALLER, email="caller@kochi.test")
+    call_log = make_call_log(branch, telecaller)
+    data = noisy_wav(4 * PART + MIB)
+    chunks = [data[start : start + PART] for start in range(0, len(data), PART)]
+    upload = uploads.create_session(
+        telecaller,
+        call_log,
+        filename="c.wav",
+        expected_chunks=len(chunks),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    upload_id = upload.id
+    barrier, errors = threading.Barrier(len(chunks)), []
+
+    def send(index: int) -> None:
+        with pg_app.app_context():
+            try:
+                target = db.session.get_one(RecordingUpload, upload_id)
+                barrier.wait()
+                uploads.store_chunk(target, index, io.BytesIO(chunks[index]))
+            except BaseException as error:  # handed to the test's thread
+                errors.append(error)
+            finally:
+                db.session.remove()
+
+    threads = [threading.Thread(target=send, args=(index,)) for index in range(len(chunks))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+
+    db.session.expire_all()
+    upload = db.session.get_one(RecordingUpload, upload_id)
+    rows = (
+        db.session.execute(sa.select(RecordingChunk).where(RecordingChunk.upload_id == upload_id))
+        .scalars()
+        .all()
+    )
+    # One multipart upload, whichever chunk came first; every chunk in it (the last, if it came first,
+    # as an object to be copied in). The 8 MiB part size is the one every other chunk had.
+    assert upload.multipart_id is not None and upload.part_size == PART
+    assert sorted(row.index for row in rows if row.etag is None) in ([], [len(chunks) - 1])
+    assert 0 <= upload.hashed_bytes <= len(data) and upload.hashed_bytes % PART in (0, MIB)
+
+    uploads.complete(upload)
+    run_jobs(*pg_worker, "recordings")
+
+    assert db.session.get_one(RecordingUpload, upload_id).status is UploadStatus.COMPLETED
+    recording = db.session.get_one(CallLog, call_log.id).recording
+    assert recording.sha256 == hashlib.sha256(data).hexdigest()
+    with get_storage().open(recording.storage_key) as stored:
+        assert stored.read() == data
