@@ -100,3 +100,9 @@ bench-import: $(STAMP)
 
 clean:
 	rm -rf $(VENV) *.egg-info build .pytest_cache .ruff_cache .mypy_cache tests/artifacts
+
+# `make bench-tus BENCH_ARGS="--s3 rgw --size-mb 64"`; needs PostgreSQL, Redis, Node.js and the test
+# clients (`npm ci --prefix tests/clients`); see bench/tus.py.
+.PHONY: bench-tus
+bench-tus: $(STAMP) node-clients
+	$(BIN)/python bench/tus.py $(BENCH_ARGS)
