@@ -4,16 +4,11 @@ services (`stack` on moto's S3, `s3_stack` on moto's and on Ceph RGW, from tests
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import redis
 import sqlalchemy as sa
 
-from edcrm import create_app
-from edcrm.extensions import db
-from edcrm.jobs import records
-from tests.support.jobs import JOB_BACKOFFS
+from tests.support.database import postgres_app
 from tests.support.processes import fresh_postgres_database, run_flask, service_env
 
 # The production processes on real services (fixtures): on moto's S3, and on moto's then Ceph RGW.
@@ -23,31 +18,8 @@ from tests.support.stack import s3_stack, stack  # noqa: F401
 @pytest.fixture
 def pg_app(postgres_url, tmp_path):
     """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    url = sa.engine.make_url(postgres_url)
-    name = f"{url.database}_api_{uuid.uuid4().hex[:6]}"
-    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    app = create_app(
-        {
-            "TESTING": True,
-            "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
-            **JOB_BACKOFFS,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-        }
-    )
-    with app.app_context():
-        db.create_all()
-    yield app
-    with app.app_context():
-        db.session.remove()
-        db.engine.dispose()
-    records.dispose_engine(app)
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
+    with postgres_app(postgres_url, tmp_path) as app:
+        yield app
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,19 @@ import hashlib
 import io
 import random
 import threading
-import uuid
 import wave
 
 import dramatiq
 import pytest
 import sqlalchemy as sa
 
-from edcrm import create_app
 from edcrm.extensions import db
-from edcrm.jobs import broker_of, records
+from edcrm.jobs import broker_of
 from edcrm.models import Branch, CallLog, Recording, RecordingChunk, RecordingUpload, Role, UploadStatus
 from edcrm.recordings import uploads
 from edcrm.storage import get_storage
-from tests.support.jobs import JOB_BACKOFFS, run_jobs, stop_worker
+from tests.support.database import postgres_app
+from tests.support.jobs import run_jobs, stop_worker
 from tests.support.people import make_user
 from tests.support.recordings import make_call_log
 
@@ -30,31 +29,9 @@ PART = 8 * MIB
 
 @pytest.fixture
 def pg_app(postgres_url, tmp_path):
-    """The app on a PostgreSQL database of its own (made from the models, dropped afterwards)."""
-    url = sa.engine.make_url(postgres_url)
-    name = f"{url.database}_chunks_{uuid.uuid4().hex[:6]}"
-    admin = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    app = create_app(
-        {
-            "TESTING": True,
-            "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
-            **JOB_BACKOFFS,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-        }
-    )
-    with app.app_context():
-        db.create_all()
+    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
+    with postgres_app(postgres_url, tmp_path) as app, app.app_context():
         yield app
-        db.session.remove()
-        db.engine.dispose()
-    records.dispose_engine(app)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 @pytest.fixture

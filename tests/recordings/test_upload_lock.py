@@ -6,20 +6,17 @@ from __future__ import annotations
 import io
 import threading
 import time
-import uuid
 
 import pytest
 import sqlalchemy as sa
 from werkzeug.exceptions import ClientDisconnected
 
-from edcrm import create_app
 from edcrm.extensions import db
-from edcrm.jobs import records
 from edcrm.models import RecordingUpload, Role
 from edcrm.recordings import tus, upload_lock
 from edcrm.recordings.errors import UploadLocked
 from tests.support.audio_samples import wav
-from tests.support.jobs import JOB_BACKOFFS
+from tests.support.database import postgres_app
 from tests.support.people import make_user
 from tests.support.recordings import make_call_log
 
@@ -152,30 +149,8 @@ def test_a_slow_patch_keeps_its_lease_past_its_length_while_bytes_arrive(app, br
 @pytest.fixture
 def pg_app(postgres_url, tmp_path):
     """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    url = sa.engine.make_url(postgres_url)
-    name = f"{url.database}_lock_{uuid.uuid4().hex[:6]}"
-    admin_engine = sa.create_engine(url, isolation_level="AUTOCOMMIT")
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    app = create_app(
-        {
-            "TESTING": True,
-            "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
-            **JOB_BACKOFFS,
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": url.set(database=name).render_as_string(hide_password=False),
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-        }
-    )
-    with app.app_context():
-        db.create_all()
+    with postgres_app(postgres_url, tmp_path) as app, app.app_context():
         yield app
-        db.session.remove()
-        db.engine.dispose()
-    records.dispose_engine(app)
-    with admin_engine.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin_engine.dispose()
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ thousands of times.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -66,3 +67,33 @@ def sqlite_database(schema: Path, path: Path) -> str:
     """A new SQLite database at path with the models' tables: its SQLALCHEMY_DATABASE_URI."""
     shutil.copyfile(schema, path)
     return f"sqlite:///{path}"
+
+
+@contextlib.contextmanager
+def postgres_app(postgres_url: str, tmp_path: Path):
+    """The app on a PostgreSQL database of its own, created from the models and dropped afterwards."""
+    from edcrm import create_app
+    from edcrm.jobs import records
+    from tests.support.jobs import JOB_BACKOFFS
+    from tests.support.processes import fresh_postgres_database
+
+    with fresh_postgres_database(postgres_url) as url:
+        app = create_app(
+            {
+                "TESTING": True,
+                "EDCRM_INSTANCE_PATH": str(tmp_path / "pg-instance"),
+                **JOB_BACKOFFS,
+                "SECRET_KEY": "test-secret",
+                "SQLALCHEMY_DATABASE_URI": url,
+                "STORAGE_URL": (tmp_path / "storage").as_uri(),
+            }
+        )
+        with app.app_context():
+            db.create_all()
+        try:
+            yield app
+        finally:
+            with app.app_context():
+                db.session.remove()
+                db.engine.dispose()
+            records.dispose_engine(app)
