@@ -48,7 +48,7 @@ from .. import spool
 from ..extensions import db
 from ..jobs import Unrecoverable
 from ..models import CallLog, Recording, RecordingChunk, RecordingUpload, UploadKind, UploadStatus
-from ..models.recording import ConcatRole
+from ..models.recording import ConcatRole, UploadReason
 from ..models.types import utcnow
 from ..storage import BLOCK_SIZE, ObjectNotFound, Storage, get_storage
 from ..storage.base import NoSuchMultipart
@@ -81,8 +81,12 @@ def finalize_upload(upload_id: str) -> int:
     try:
         recording = _build(upload)
     except Unrecoverable as error:
-        status = UploadStatus.FAILED if isinstance(error, UploadUnusable) else UploadStatus.CANCELLED
-        end(upload_id, status, str(error))
+        # The phone's reason is written with the state, in one commit: a client polling the upload never
+        # sees it failed with no reason it can read. The details go to the job's errors, for operators.
+        if isinstance(error, UploadUnusable):
+            end(upload_id, UploadStatus.FAILED, UploadReason.UNUSABLE.value)
+        else:
+            end(upload_id, UploadStatus.CANCELLED, UploadReason.GONE.value)
         raise
     _finish(upload, recording)
     return recording.id
