@@ -186,34 +186,7 @@ def _assemble(upload: RecordingUpload, keys: list[Source]) -> Recording:
             blocks = chain([first], iter(lambda: parts.read(BLOCK_SIZE), b""))
             size = storage.assemble(key, blocks, copy, verify)
         sha256 = parts.sha256()
-    recording = Recording(
-        call_log_id=upload.call_log_id,
-        upload_id=upload.id,
-        storage_key=key,
-        size=size,
-        content_type=kind.content_type,
-        sha256=sha256,
-        duration_seconds=seconds[0],
-    )
-    try:
-        db.session.add(recording)
-        db.session.flush()
-        upload.status, upload.recording_id, upload.error = UploadStatus.COMPLETED, recording.id, None
-        upload.updated_at = utcnow()
-        db.session.commit()
-    except sa.exc.IntegrityError:
-        # The call log was deleted while its recording was being stored: remove the object again; the
-        # retry finds the call log gone and cancels. (Only then: after another error the commit may
-        # have happened, and the object is the recording.) Unless a second delivery of the job, run
-        # at the same time, committed the Recording first: the object is its.
-        db.session.rollback()
-        made = db.session.execute(sa.select(Recording).filter_by(upload_id=upload.id)).scalar_one_or_none()
-        if made is not None:
-            return made
-        storage.delete(key)
-        raise
-    log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)
-    return recording
+    return finish_multipart.commit_recording(storage, upload, kind, key, size, sha256, seconds[0])
 
 
 def _open_part(storage: Storage, key: Source) -> BinaryIO:

@@ -110,7 +110,7 @@ def complete(upload: RecordingUpload) -> Recording:
         _refuse_after(storage, key, f"the recording's SHA-256 is {sha256}, not the announced {upload.sha256}")
 
     seconds = _duration(storage, upload, kind, key, size)
-    return _commit(storage, upload, kind, key, size, sha256, seconds)
+    return commit_recording(storage, upload, kind, key, size, sha256, seconds)
 
 
 # -- the steps --------------------------------------------------------------------------------------------
@@ -254,7 +254,7 @@ def _duration(
         _refuse_after(storage, key, f"upload {upload.id} is not a recording: {error}")
 
 
-def _commit(
+def commit_recording(
     storage: Storage,
     upload: RecordingUpload,
     kind: audio.AudioType,
@@ -263,6 +263,9 @@ def _commit(
     sha256: str,
     seconds: float | None,
 ) -> Recording:
+    """Commit the Recording of upload, stored under key, and mark the upload completed; the Recording.
+    A second delivery of the job that committed it first wins: its Recording is returned. If the call
+    log was deleted meanwhile, the object is removed again and the error raised (the retry cancels)."""
     recording = Recording(
         call_log_id=upload.call_log_id,
         upload_id=upload.id,
@@ -283,12 +286,11 @@ def _commit(
         made = db.session.execute(sa.select(Recording).filter_by(upload_id=upload.id)).scalar_one_or_none()
         if made is not None:  # a second delivery of the job, run at the same time, committed it first
             return made
-        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone.
+        # The call log was deleted meanwhile: the object goes again, the retry finds the call log gone. (Only
+        # then: after another error the commit may have happened, and the object is the recording.)
         storage.delete(key)
         raise
-    log.info(
-        "recording %s of call log %s: %s bytes, %s (multipart)", recording.id, upload.call_log_id, size, kind
-    )
+    log.info("recording %s of call log %s: %s bytes, %s", recording.id, upload.call_log_id, size, kind)
     return recording
 
 
