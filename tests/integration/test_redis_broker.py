@@ -19,8 +19,9 @@ from edcrm.models import Job, JobState
 pytestmark = pytest.mark.integration
 
 
-def test_a_job_sent_by_an_app_configured_with_redis_waits_in_redis(redis_url, tmp_path):
-    app = create_app(
+def redis_app(redis_url: str, tmp_path):
+    """The app on SQLite and local storage, its jobs going through Redis."""
+    return create_app(
         {
             "TESTING": True,
             "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
@@ -30,6 +31,10 @@ def test_a_job_sent_by_an_app_configured_with_redis_waits_in_redis(redis_url, tm
             "REDIS_URL": redis_url,
         }
     )
+
+
+def test_a_job_sent_by_an_app_configured_with_redis_waits_in_redis(redis_url, tmp_path):
+    app = redis_app(redis_url, tmp_path)
     client = redis.Redis.from_url(redis_url)
     try:
         with app.app_context():
@@ -50,16 +55,7 @@ def test_a_job_sent_by_an_app_configured_with_redis_waits_in_redis(redis_url, tm
 def test_an_idle_worker_starts_a_new_job_within_a_fraction_of_a_second(redis_url, tmp_path):
     """A recording whose last byte arrived is picked up at once, not after Dramatiq's idle backoff (up to
     a second): the worker has idled long enough for that backoff to be at its longest each time."""
-    app = create_app(
-        {
-            "TESTING": True,
-            "EDCRM_INSTANCE_PATH": str(tmp_path / "instance"),
-            "SECRET_KEY": "test-secret",
-            "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp_path / 'edcrm.sqlite3'}",
-            "STORAGE_URL": (tmp_path / "storage").as_uri(),
-            "REDIS_URL": redis_url,
-        }
-    )
+    app = redis_app(redis_url, tmp_path)
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
     worker = Worker(jobs.broker_of(app), queues={"default"}, worker_threads=1)
