@@ -9,39 +9,19 @@ import random
 import threading
 import wave
 
-import dramatiq
 import pytest
 import sqlalchemy as sa
 
 from edcrm.extensions import db
-from edcrm.jobs import broker_of
 from edcrm.models import Branch, CallLog, Recording, RecordingChunk, RecordingUpload, Role, UploadStatus
 from edcrm.recordings import uploads
 from edcrm.storage import get_storage
-from tests.support.database import postgres_app
-from tests.support.jobs import run_jobs, stop_worker
+from tests.support.jobs import run_jobs
 from tests.support.people import make_user
 from tests.support.recordings import make_call_log
 
 MIB = 1024 * 1024
 PART = 8 * MIB
-
-
-@pytest.fixture
-def pg_app(postgres_url, tmp_path):
-    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    with postgres_app(postgres_url, tmp_path) as app, app.app_context():
-        yield app
-
-
-@pytest.fixture
-def pg_worker(pg_app, monkeypatch):
-    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
-    broker = broker_of(pg_app)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    yield broker, worker
-    stop_worker(broker, worker)
 
 
 def noisy_wav(size: int) -> bytes:

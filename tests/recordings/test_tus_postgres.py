@@ -6,29 +6,17 @@ from __future__ import annotations
 import hashlib
 import io
 
-import dramatiq
 import pytest
 
 from edcrm.extensions import db
-from edcrm.jobs import broker_of
 from edcrm.models import CallLog, RecordingUpload, UploadStatus, User
 from edcrm.recordings import tus
 from tests.recordings import test_upload_lock
 from tests.recordings.test_tus_append import MIB, PART, random_wav, send
 from tests.support.audio_samples import amr
-from tests.support.jobs import run_jobs, stop_worker
+from tests.support.jobs import run_jobs
 
-pg_app, pg_upload = test_upload_lock.pg_app, test_upload_lock.pg_upload  # the fixtures
-
-
-@pytest.fixture
-def pg_worker(pg_app, monkeypatch):
-    monkeypatch.setattr(dramatiq.worker, "CONSUMER_RESTART_DELAY_SECS", 0.05)
-    broker = broker_of(pg_app)
-    worker = dramatiq.Worker(broker, worker_timeout=50)
-    worker.start()
-    yield broker, worker
-    stop_worker(broker, worker)
+pg_upload = test_upload_lock.pg_upload  # the fixture
 
 
 @pytest.mark.parametrize("kind", ["wav", "amr"])

@@ -16,7 +16,6 @@ from edcrm.models import RecordingUpload, Role
 from edcrm.recordings import tus, upload_lock
 from edcrm.recordings.errors import UploadLocked
 from tests.support.audio_samples import wav
-from tests.support.database import postgres_app
 from tests.support.people import make_user
 from tests.support.recordings import make_call_log
 
@@ -144,13 +143,6 @@ def test_a_slow_patch_keeps_its_lease_past_its_length_while_bytes_arrive(app, br
 
 
 # -- PostgreSQL: advisory locks ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def pg_app(postgres_url, tmp_path):
-    """The app on a PostgreSQL database of its own (created from the models, dropped afterwards)."""
-    with postgres_app(postgres_url, tmp_path) as app, app.app_context():
-        yield app
 
 
 @pytest.fixture
